@@ -1,0 +1,73 @@
+"""Turn raw detector outputs into per-image Detections (input-pixel coordinates).
+
+Two layouts are understood:
+- the plain YOLOv8/YOLO11 detect head, one tensor (B, 4+nc, A): rows cx, cy,
+  w, h in input pixels, then one sigmoid score per class, no objectness;
+- an EfficientNMS_TRT tail: num_dets (B, 1), det_boxes (B, K, 4) xyxy,
+  det_scores (B, K), det_classes (B, K).
+"""
+import numpy as np
+
+from edge.boxes import nms, xywh_to_xyxy
+from edge.detections import Detections
+from edge.errors import DecodeError
+
+EFFICIENT_NMS_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
+
+
+def decode_head(output, num_classes, conf_thr=0.25, iou_thr=0.7, max_det=300, max_candidates=30000):
+    """Decode a raw (B, 4+nc, A) head output with class-aware NMS, as ultralytics does."""
+    output = np.asarray(output)
+    if output.ndim != 3 or output.shape[1] != 4 + num_classes:
+        raise DecodeError(
+            "model output has shape %s; expected (batch, 4 + %d classes, anchors). "
+            "Is the model exported for %d classes, without an NMS tail?"
+            % (output.shape, num_classes, num_classes))
+    return [_decode_one(image.T.astype(np.float32), conf_thr, iou_thr, max_det, max_candidates) for image in output]
+
+
+def _decode_one(rows, conf_thr, iou_thr, max_det, max_candidates):
+    class_scores = rows[:, 4:]
+    class_id = class_scores.argmax(axis=1)
+    score = class_scores[np.arange(len(rows)), class_id]
+    candidate = score > conf_thr
+    rows, score, class_id = rows[candidate], score[candidate], class_id[candidate]
+    if len(score) > max_candidates:
+        top = np.argsort(-score, kind="stable")[:max_candidates]
+        rows, score, class_id = rows[top], score[top], class_id[top]
+    xyxy = xywh_to_xyxy(rows[:, :4])
+    keep = nms(xyxy, score, iou_thr, class_id=class_id, max_det=max_det)
+    return Detections(xyxy[keep], score[keep], class_id[keep])
+
+
+def decode_efficient_nms(num_dets, det_boxes, det_scores, det_classes, num_classes, conf_thr=0.0):
+    """Decode the four outputs of an EfficientNMS_TRT plugin."""
+    num_dets = np.asarray(num_dets).reshape(-1)
+    det_boxes, det_scores, det_classes = (np.asarray(a) for a in (det_boxes, det_scores, det_classes))
+    batch = num_dets.shape[0]
+    if det_boxes.ndim != 3 or det_boxes.shape[0] != batch or det_boxes.shape[2] != 4:
+        raise DecodeError("det_boxes has shape %s; expected (%d, K, 4)" % (det_boxes.shape, batch))
+    if det_scores.shape != det_boxes.shape[:2] or det_classes.shape != det_boxes.shape[:2]:
+        raise DecodeError("det_scores %s and det_classes %s must both be (%d, K)"
+                          % (det_scores.shape, det_classes.shape, batch))
+    results = []
+    for b in range(batch):
+        n = int(num_dets[b])
+        cls = det_classes[b, :n].astype(np.int64)
+        if cls.size and (cls.min() < 0 or cls.max() >= num_classes):
+            raise DecodeError("det_classes holds class %d; the bundle has %d classes" % (cls.max(), num_classes))
+        keep = det_scores[b, :n] > conf_thr
+        results.append(Detections(det_boxes[b, :n][keep], det_scores[b, :n][keep], cls[keep]))
+    return results
+
+
+def decode_outputs(outputs, num_classes, conf_thr=0.25, iou_thr=0.7, max_det=300):
+    """Decode a backend's named outputs, whichever of the two layouts they are in."""
+    if all(name in outputs for name in EFFICIENT_NMS_OUTPUTS):
+        return decode_efficient_nms(*(outputs[n] for n in EFFICIENT_NMS_OUTPUTS),
+                                    num_classes=num_classes, conf_thr=conf_thr)
+    if len(outputs) != 1:
+        raise DecodeError("model has outputs %s; expected one detect-head tensor or the EfficientNMS_TRT "
+                          "outputs %s" % (sorted(outputs), list(EFFICIENT_NMS_OUTPUTS)))
+    (output,) = outputs.values()
+    return decode_head(output, num_classes, conf_thr=conf_thr, iou_thr=iou_thr, max_det=max_det)

@@ -1,0 +1,13 @@
+"""The trainer's exception hierarchy; messages name the bad input and the fix."""
+
+
+class TrainerError(Exception):
+    """Base of every error raised on purpose by the trainer."""
+
+
+class ConfigError(TrainerError):
+    """A training_config.yaml key or value is unknown or out of range."""
+
+
+class DataError(TrainerError):
+    """A dataset, label file or annotation export is malformed."""

@@ -1,0 +1,59 @@
+"""The one adapter around ultralytics.
+
+ultralytics reads its environment when first imported (settings file, offline
+mode, auto-install), downloads fonts and weights on demand and reports
+telemetry. Everything in the trainer reaches it through here, so the offline
+environment is in place before that first import and every training argument
+is passed explicitly.
+"""
+import os
+
+ULTRALYTICS_VERSION = "8.4.190"
+
+_OFFLINE_ENV = {
+    "YOLO_OFFLINE": "1",
+    "YOLO_AUTOINSTALL": "false",
+    "YOLO_VERBOSE": "false",
+}
+
+# Arguments that would otherwise trigger downloads or machine-dependent choices.
+SAFE_TRAIN_ARGS = {
+    "plots": False,        # plotting fetches Arial.ttf
+    "amp": False,          # the AMP check downloads yolo11n.pt on GPU
+    "pretrained": False,   # never fetch hub weights; a checkpoint path overrides this
+    "optimizer": "SGD",    # "auto" switches optimizer by iteration count
+    "exist_ok": True,
+    "verbose": False,
+}
+
+
+def ultralytics_module():
+    """Import ultralytics with the offline environment set; check the pinned version."""
+    for key, value in _OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    import ultralytics
+
+    if ultralytics.__version__ != ULTRALYTICS_VERSION:
+        from trainer.errors import TrainerError
+
+        raise TrainerError("ultralytics %s is installed; ReefWatch is pinned to %s (pip install 'ultralytics==%s')"
+                           % (ultralytics.__version__, ULTRALYTICS_VERSION, ULTRALYTICS_VERSION))
+    return ultralytics
+
+
+def yolo(model):
+    """A YOLO object from a model yaml (built, nothing downloaded) or a local .pt/.onnx file."""
+    model = str(model)
+    if not model.endswith((".yaml", ".yml")) and not os.path.exists(model):
+        from trainer.errors import TrainerError
+
+        raise TrainerError("model %r is neither a model yaml nor an existing file; ReefWatch never downloads "
+                           "weights: pass e.g. yolov8n.yaml or a path to a .pt you trained" % model)
+    return ultralytics_module().YOLO(model)
+
+
+def train_args(**overrides):
+    """The full argument dict for YOLO.train: safe defaults, then the caller's choices."""
+    args = dict(SAFE_TRAIN_ARGS)
+    args.update(overrides)
+    return args
