@@ -1,0 +1,116 @@
+import numpy as np
+import pytest
+
+from edge.boxes import box_iou, nms, xywh_to_xyxy, xyxy_to_xywh
+from edge.decode import decode_efficient_nms, decode_head, decode_outputs
+from edge.detections import Detections
+from edge.errors import DecodeError, EdgeError
+
+
+def _raw_head(rng, batch, nc, anchors, objects=6, size=320):
+    """A (B, 4+nc, A) head output whose anchors cluster around a few objects, as real heads do."""
+    out = np.zeros((batch, 4 + nc, anchors), np.float32)
+    for b in range(batch):
+        centres = rng.uniform(20, size - 20, (objects, 2))
+        wh = rng.uniform(10, 120, (objects, 2))
+        owner = rng.integers(0, objects, anchors)
+        out[b, 0:2] = (centres[owner] + rng.normal(0, 4, (anchors, 2))).T
+        out[b, 2:4] = (wh[owner] * rng.uniform(0.8, 1.25, (anchors, 2))).T
+        scores = rng.uniform(0, 0.3, (anchors, nc))
+        hot = rng.integers(0, nc, objects)[owner]
+        scores[np.arange(anchors), hot] = rng.uniform(0.1, 0.99, anchors)
+        out[b, 4:] = scores.T
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_decode_matches_ultralytics_nms(seed):
+    torch = pytest.importorskip("torch")
+    from ultralytics.utils.nms import non_max_suppression
+
+    rng = np.random.default_rng(seed)
+    nc = int(rng.integers(1, 40))
+    conf, iou = float(rng.uniform(0.05, 0.5)), float(rng.uniform(0.3, 0.8))
+    raw = _raw_head(rng, 2, nc, int(rng.integers(50, 2100)))
+    theirs = non_max_suppression(torch.from_numpy(raw), conf_thres=conf, iou_thres=iou, nc=nc, max_det=300)
+    ours = decode_head(raw, nc, conf_thr=conf, iou_thr=iou, max_det=300)
+    for mine, ref in zip(ours, theirs):
+        ref = ref.numpy()
+        assert len(mine) == len(ref)
+        np.testing.assert_allclose(mine.xyxy, ref[:, :4], atol=1e-3)
+        np.testing.assert_allclose(mine.score, ref[:, 4], atol=1e-6)
+        np.testing.assert_array_equal(mine.class_id, ref[:, 5].astype(int))
+
+
+def test_decode_rejects_wrong_class_count():
+    with pytest.raises(DecodeError, match="4 \\+ 3 classes"):
+        decode_head(np.zeros((1, 9, 100), np.float32), 3)
+    with pytest.raises(DecodeError):
+        decode_head(np.zeros((9, 100), np.float32), 5)
+
+
+def test_decode_empty_and_single():
+    raw = np.zeros((1, 6, 10), np.float32)
+    assert len(decode_head(raw, 2)[0]) == 0
+    raw[0, :, 3] = [50, 40, 20, 10, 0.9, 0.1]
+    (d,) = decode_head(raw, 2)
+    np.testing.assert_allclose(d.xyxy, [[40, 35, 60, 45]])
+    assert d.class_id.tolist() == [0] and d.score[0] == pytest.approx(0.9)
+
+
+def test_efficient_nms_outputs():
+    boxes = np.array([[[1, 2, 3, 4], [5, 6, 7, 8], [0, 0, 0, 0]]], np.float32)
+    out = decode_outputs({"num_dets": np.array([[2]]), "det_boxes": boxes,
+                          "det_scores": np.array([[0.9, 0.1, 0]], np.float32),
+                          "det_classes": np.array([[1, 0, 0]], np.int32)}, num_classes=2, conf_thr=0.2)
+    assert len(out[0]) == 1 and out[0].class_id.tolist() == [1]
+    with pytest.raises(DecodeError, match="3 classes"):
+        decode_efficient_nms([[1]], boxes[:, :1], [[0.5]], [[3]], num_classes=3)
+
+
+def test_decode_outputs_refuses_unknown_layouts():
+    with pytest.raises(DecodeError, match="outputs"):
+        decode_outputs({"a": np.zeros((1, 6, 4)), "b": np.zeros(1)}, 2)
+
+
+@pytest.mark.parametrize("n", [0, 1, 5])
+def test_nms_small_inputs(n):
+    boxes = np.tile([[0, 0, 10, 10]], (n, 1)).astype(np.float32)
+    assert len(nms(boxes, np.linspace(1, 0.5, n), 0.5)) == min(n, 1)
+
+
+def test_nms_class_aware():
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], np.float32)
+    assert len(nms(boxes, [0.9, 0.8], 0.5, class_id=[0, 1])) == 2
+    assert len(nms(boxes, [0.9, 0.8], 0.5)) == 1
+
+
+def test_iou_formula():
+    a, b = [[0, 0, 10, 10]], [[5, 0, 15, 10], [20, 20, 30, 30]]
+    np.testing.assert_allclose(box_iou(a, b), [[50 / 150, 0]])
+    assert box_iou(np.zeros((0, 4)), b).shape == (0, 2)
+
+
+def test_box_conversions_round_trip():
+    xywh = np.array([[10, 20, 4, 6]], np.float32)
+    xyxy = xywh_to_xyxy(xywh)
+    np.testing.assert_allclose(xyxy, [[8, 17, 12, 23]])
+    np.testing.assert_allclose(xyxy_to_xywh(xyxy), [[8, 17, 4, 6]])
+
+
+def test_detections_record():
+    d = Detections([[0, 0, 1, 1], [1, 1, 3, 3]], [0.2, 0.9], [1, 2], extras={"k": [5, 6]})
+    assert len(d) == 2 and d.xyxy.dtype == np.float32 and d.class_id.dtype == np.int32
+    top = d.sorted_by_score()
+    assert top.score.tolist() == pytest.approx([0.9, 0.2]) and top.extras["k"].tolist() == [6, 5]
+    assert len(d[d.score > 0.5]) == 1 and len(d[1]) == 1
+    assert len(Detections.concat([d, d])) == 4 and len(Detections.concat([])) == 0
+    assert d.area.tolist() == [1, 4]
+    assert len(Detections.empty()) == 0 and Detections.empty().xyxy.shape == (0, 4)
+
+
+@pytest.mark.parametrize("args", [([[0, 0, 1]], [1], [0]), ([[0, 0, 1, 1]], [1, 2], [0]),
+                                  ([[0, 0, 1, 1]], [1], [0, 1]), ([[0, 0, 1, 1]], [1], [0.5])])
+def test_detections_refuse_bad_shapes(args):
+    with pytest.raises(EdgeError):
+        Detections(*args)

@@ -1,0 +1,1 @@
+"""Datasets: taxonomy, importers, validation, splits and the synthetic scene generator."""
