@@ -1,0 +1,129 @@
+"""`python -m edge` / `reefwatch-edge`: bundle, detect, power, serve.
+
+Each command is an (add_parser, run) pair; main() turns EdgeError into a
+one-line message and exit status 2, never a traceback for bad input.
+"""
+import argparse
+import logging
+import sys
+
+from edge.errors import EdgeError
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+
+
+def _add_bundle(subparsers):
+    bundle = subparsers.add_parser("bundle", help="build or verify a model bundle")
+    actions = bundle.add_subparsers(dest="bundle_command", metavar="{build,verify}")
+    actions.required = True
+    build = actions.add_parser("build", help="bundle ONNX/engine models with their classes")
+    build.add_argument("--model", action="append", default=[], metavar="VARIANT=PATH",
+                       help="recall|balanced|precision=model.onnx (repeat for an ensemble)")
+    build.add_argument("--classes", required=True, help="data.yaml with names (and categories)")
+    build.add_argument("--tta", default="full", help="none, flip, full or a comma-separated view list")
+    build.add_argument("--imgsz", type=int, default=None,
+                       help="expected model input size; checked against the model file")
+    build.add_argument("--target", default="x86-cpu", choices=("jetson-nano", "x86-cpu", "gpu-server"))
+    build.add_argument("--conf", type=float, default=0.25, help="per-model confidence threshold")
+    build.add_argument("--iou", type=float, default=0.7, help="per-model NMS IoU threshold")
+    build.add_argument("--out", required=True, help="new bundle folder")
+    verify = actions.add_parser("verify", help="check a bundle's schema and checksums")
+    verify.add_argument("bundle", help="bundle folder or .tar.gz")
+
+
+def _run_bundle(args, out):
+    from edge.bundle import load_bundle
+    from edge.bundle_build import build_bundle, parse_model_args, read_classes
+
+    if args.bundle_command == "verify":
+        bundle = load_bundle(args.bundle)
+        out.write("ok: %s\n  models: %s\n  classes: %d (%s critical)\n  tta: %s\n" % (
+            bundle.root, ", ".join("%s %s %dx%d" % (m.name, m.format, m.input_size[1], m.input_size[0])
+                                   for m in bundle.models),
+            bundle.num_classes, len(bundle.ids_in("critical")), ", ".join(v.name for v in bundle.plan)))
+        return 0
+    bundle = build_bundle(args.out, parse_model_args(args.model), read_classes(args.classes), tta=args.tta,
+                          target=args.target, conf_thr=args.conf, iou_thr=args.iou)
+    if args.imgsz and any(m.input_size != (args.imgsz, args.imgsz) for m in bundle.models):
+        out.write("warning: --imgsz %d but the models take %s\n" % (args.imgsz, [m.input_size for m in bundle.models]))
+    out.write("built %s with %s\n" % (bundle.root, ", ".join(m.name for m in bundle.models)))
+    return 0
+
+
+def _add_detect(subparsers):
+    detect = subparsers.add_parser("detect", help="detect species in an image, folder or video")
+    detect.add_argument("--bundle", required=True)
+    detect.add_argument("--source", required=True, help="image, folder of images, or video file")
+    detect.add_argument("--out", required=True, help="COCO-style results JSON to write")
+    detect.add_argument("--tta", default=None, help="none, flip, full (default: the bundle's plan)")
+    detect.add_argument("--models", default=None, help="comma-separated subset of the bundle's models")
+    detect.add_argument("--backend", default="auto", choices=BACKENDS)
+    detect.add_argument("--save-images", default=None, metavar="DIR", help="write frames with boxes drawn")
+
+
+def _run_detect(args, out):
+    from edge.bundle import load_bundle
+    from edge.detect import run_detect
+    from edge.pipeline import Pipeline
+
+    bundle = load_bundle(args.bundle)
+    models = args.models.split(",") if args.models else None
+    with Pipeline.open(bundle, backend=args.backend) as pipeline:
+        summary = run_detect(pipeline, args.source, args.out, models=models, plan=args.tta,
+                             save_images=args.save_images, progress=_progress(out))
+    out.write("%(frames)d frames, %(skipped)d skipped, %(detections)d detections -> %(results)s\n" % summary)
+    for item in summary["skipped_files"]:
+        out.write("  skipped %(file_name)s: %(reason)s\n" % item)
+    return 0
+
+
+def _progress(out):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return lambda items: tqdm(items, unit="frame", file=sys.stderr, disable=not sys.stderr.isatty())
+
+
+def _add_power(subparsers):
+    from edge.power.command import add_power_parser
+
+    add_power_parser(subparsers)
+
+
+def _run_power(args, out):
+    from edge.power.command import run_power
+
+    return run_power(args, out=out)
+
+
+COMMANDS = {
+    "bundle": (_add_bundle, _run_bundle),
+    "detect": (_add_detect, _run_detect),
+    "power": (_add_power, _run_power),
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="reefwatch-edge", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", metavar="{%s}" % ",".join(sorted(COMMANDS)))
+    subparsers.required = True
+    for add_parser, _ in COMMANDS.values():
+        add_parser(subparsers)
+    return parser
+
+
+def main(argv=None, out=None):
+    out = out or sys.stdout
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command][1](args, out)
+    except EdgeError as e:
+        sys.stderr.write("error: %s\n" % e)
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
