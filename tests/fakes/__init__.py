@@ -1,0 +1,1 @@
+"""Stand-ins for hardware-only modules (tensorrt, pycuda) used by the tests."""
