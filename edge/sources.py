@@ -1,0 +1,334 @@
+"""Frame sources: CSI (nvarguscamerasrc), V4L2, RTSP, video file and a watched image folder.
+
+Every source yields `Frame` records: (frame_id, t_unix_s, image, source,
+reason, origin). `image` is a BGR uint8 array, or None with `reason` saying
+why the frame was unusable (corrupt frame or file); those are counted in the
+source's `counters`. Live sources reconnect with capped exponential backoff.
+"""
+import collections
+import glob
+import logging
+import os
+import re
+import time
+
+import numpy as np
+
+from edge.errors import SourceError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+ACCEPTED_FORMS = ("a camera index (0) or /dev/videoN (V4L2)", "csi://N (Jetson CSI camera via nvarguscamerasrc)",
+                  "rtsp://... (RTSP stream)", "an existing video file", "an existing image folder")
+
+Frame = collections.namedtuple("Frame", "frame_id t_unix_s image source reason origin")
+Frame.__new__.__defaults__ = ("", "")
+
+
+def nvargus_pipeline(sensor_id=0, width=1280, height=720, fps=30, flip_method=0, out_width=None, out_height=None):
+    """GStreamer pipeline for cv2.VideoCapture(..., cv2.CAP_GSTREAMER) on a Jetson CSI camera.
+
+    appsink keeps only the newest buffer (drop=true max-buffers=1) so a slow
+    consumer reads a fresh frame instead of a queue of stale ones.
+    """
+    for name, value in (("sensor_id", sensor_id), ("width", width), ("height", height), ("fps", fps),
+                        ("flip_method", flip_method)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise SourceError("nvargus pipeline {}={!r}; expected a non-negative integer".format(name, value))
+    if not 0 <= flip_method <= 7:
+        raise SourceError("nvargus pipeline flip_method={!r}; expected 0..7".format(flip_method))
+    out_width = width if out_width is None else int(out_width)
+    out_height = height if out_height is None else int(out_height)
+    return (
+        "nvarguscamerasrc sensor-id={} ! "
+        "video/x-raw(memory:NVMM), width=(int){}, height=(int){}, framerate=(fraction){}/1, format=(string)NV12 ! "
+        "nvvidconv flip-method={} ! video/x-raw, width=(int){}, height=(int){}, format=(string)BGRx ! "
+        "videoconvert ! video/x-raw, format=(string)BGR ! appsink drop=true max-buffers=1"
+    ).format(sensor_id, width, height, fps, flip_method, out_width, out_height)
+
+
+class Backoff(object):
+    """Delay before reconnect attempt n (0-based): min(max_s, initial_s x factor**n)."""
+
+    def __init__(self, initial_s=1.0, factor=2.0, max_s=60.0):
+        if not (initial_s > 0 and factor >= 1 and max_s >= initial_s):
+            raise SourceError("backoff initial_s={!r}, factor={!r}, max_s={!r}; expected initial_s > 0, "
+                              "factor >= 1, max_s >= initial_s".format(initial_s, factor, max_s))
+        self.initial_s, self.factor, self.max_s = float(initial_s), float(factor), float(max_s)
+
+    def delay_s(self, attempt):
+        return min(self.max_s, self.initial_s * self.factor ** min(attempt, 64))
+
+
+def check_image(image):
+    """'' when `image` is a usable BGR uint8 frame, else the reason it is not."""
+    if image is None:
+        return "no image decoded"
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        return "image is not uint8 (got {})".format(getattr(image, "dtype", type(image).__name__))
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+        return "image shape {} is not (H, W, 3)".format(image.shape)
+    return ""
+
+
+class FrameSource(object):
+    """Base of every source: iterate for Frames, read `counters`, `close()`."""
+
+    def __init__(self, name, stop_event=None, clock=time.time):
+        self.name = name
+        self.stop_event = stop_event
+        self.clock = clock
+        self.counters = {"frames": 0, "corrupt": 0, "reconnects": 0, "open_failures": 0}
+        self._next_id = 0
+
+    def _stopped(self):
+        return self.stop_event is not None and self.stop_event.is_set()
+
+    def _frame(self, image, origin=""):
+        reason = check_image(image)
+        frame_id, self._next_id = self._next_id, self._next_id + 1
+        if reason:
+            self.counters["corrupt"] += 1
+            logger.debug("%s: frame %d skipped: %s", self.name, frame_id, reason)
+            return Frame(frame_id, self.clock(), None, self.name, reason, origin)
+        self.counters["frames"] += 1
+        return Frame(frame_id, self.clock(), image, self.name, "", origin)
+
+    def __iter__(self):
+        raise NotImplementedError
+
+    def close(self):
+        """Release the device or stream; safe to call twice."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
+        return False
+
+
+class CaptureSource(FrameSource):
+    """A cv2.VideoCapture-like object from `open_capture()` (isOpened, read, release).
+
+    Live sources (`live=True`) reopen on a failed read, sleeping
+    `backoff.delay_s(attempt)` between attempts (reset after a good read);
+    `max_attempts` (None = forever) bounds one outage, then SourceError.
+    `sleep` defaults to the stop event's wait, so stopping cuts a backoff short.
+    A file source ends at its first failed read.
+    """
+
+    def __init__(self, name, open_capture, live=True, backoff=None, sleep=None, max_attempts=None,
+                 stop_event=None, clock=time.time):
+        FrameSource.__init__(self, name, stop_event, clock)
+        self.open_capture = open_capture
+        self.live = live
+        self.backoff = backoff or Backoff()
+        self.sleep = sleep or (stop_event.wait if stop_event is not None else time.sleep)
+        self.max_attempts = max_attempts
+        self._cap = None
+
+    def _open_once(self):
+        try:
+            cap = self.open_capture()
+        except Exception as e:  # any failure of a driver/factory is one failed attempt, logged with its reason
+            logger.warning("%s: open failed: %s", self.name, e)
+            return None
+        if cap is None or not cap.isOpened():
+            logger.warning("%s: open failed: capture not opened", self.name)
+            if cap is not None:
+                cap.release()
+            return None
+        return cap
+
+    def _connect(self):
+        """Open the capture, retrying with backoff for live sources; None when stopped."""
+        attempt = 0
+        while not self._stopped():
+            cap = self._open_once()
+            if cap is not None:
+                return cap
+            self.counters["open_failures"] += 1
+            if not self.live:
+                raise SourceError("cannot open {}".format(self.name))
+            if self.max_attempts is not None and attempt + 1 >= self.max_attempts:
+                raise SourceError("{}: gave up after {} attempts to open it".format(self.name, attempt + 1))
+            self.sleep(self.backoff.delay_s(attempt))
+            attempt += 1
+        return None
+
+    def __iter__(self):
+        first = True
+        while not self._stopped():
+            if self._cap is None:
+                self._cap = self._connect()
+                if self._cap is None:
+                    return
+                if not first:
+                    self.counters["reconnects"] += 1
+                    logger.info("%s: reconnected", self.name)
+                first = False
+            ok, image = self._cap.read()
+            if ok:
+                yield self._frame(image)
+                continue
+            self._cap.release()
+            self._cap = None
+            if not self.live:
+                return
+            logger.warning("%s: read failed; reconnecting", self.name)
+
+    def close(self):
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class FolderSource(FrameSource):
+    """Images in a folder in name order, then new ones as they arrive (polling).
+
+    A file is read once its size is non-zero and unchanged over one poll, or
+    its mtime is older than `settle_s`. With `watch=False` the source ends
+    after the files that are ready; otherwise it polls every `poll_interval_s`
+    until `stop_event` is set. `wait(seconds)` is injectable (default: the
+    stop event's wait, so stopping is immediate).
+    """
+
+    def __init__(self, root, poll_interval_s=1.0, watch=True, stop_event=None, settle_s=2.0,
+                 extensions=IMAGE_EXTENSIONS, imread=None, wait=None, clock=time.time):
+        FrameSource.__init__(self, "folder:{}".format(root), stop_event, clock)
+        if not os.path.isdir(root):
+            raise SourceError("image folder {} does not exist".format(root))
+        self.root = root
+        self.poll_interval_s = float(poll_interval_s)
+        self.watch = watch
+        self.settle_s = float(settle_s)
+        self.extensions = tuple(e.lower() for e in extensions)
+        self.imread = imread
+        self.wait = wait
+        self._done = set()
+        self._sizes = {}  # name -> (size, mtime) at the last poll, for files not yet read
+
+    def _ready(self, names):
+        ready, now = [], time.time()
+        for name in names:
+            try:
+                st = os.stat(os.path.join(self.root, name))
+            except OSError:  # vanished between listdir and stat
+                self._sizes.pop(name, None)
+                continue
+            seen = (st.st_size, st.st_mtime)
+            # An empty file may be a writer that has not started: only age makes it ready.
+            if (st.st_size > 0 and self._sizes.get(name) == seen) or now - st.st_mtime > self.settle_s:
+                ready.append(name)
+            self._sizes[name] = seen
+        return ready
+
+    def _pending(self):
+        names = sorted(n for n in os.listdir(self.root)
+                       if n.lower().endswith(self.extensions) and n not in self._done)
+        return self._ready(names)
+
+    def _read(self, name):
+        path = os.path.join(self.root, name)
+        self._done.add(name)
+        self._sizes.pop(name, None)
+        imread = self.imread
+        if imread is None:
+            import cv2
+            imread = cv2.imread
+        frame = self._frame(imread(path), origin=path)
+        if frame.image is None:
+            frame = frame._replace(reason="{}: {}".format(path, frame.reason))
+            logger.warning("%s: skipped corrupt file %s", self.name, path)
+        return frame
+
+    def _pause(self):
+        if self.wait is not None:
+            self.wait(self.poll_interval_s)
+        elif self.stop_event is not None:
+            self.stop_event.wait(self.poll_interval_s)
+        else:
+            time.sleep(self.poll_interval_s)
+
+    def __iter__(self):
+        while not self._stopped():
+            for name in self._pending():
+                if self._stopped():
+                    return
+                yield self._read(name)
+            if not self.watch and not self._sizes:
+                return
+            self._pause()
+
+
+def parse_source_spec(spec):
+    """Source spec -> (kind, target): ("v4l2", int | path), ("csi", int), ("rtsp", url), ("video" | "folder", path)."""
+    if isinstance(spec, int) and not isinstance(spec, bool) and spec >= 0:
+        return "v4l2", spec
+    text = str(spec).strip()
+    if re.match(r"^\d+$", text):
+        return "v4l2", int(text)
+    if re.match(r"^/dev/video\d+$", text):
+        return "v4l2", text
+    match = re.match(r"^csi://(\d+)$", text)
+    if match:
+        return "csi", int(match.group(1))
+    if text.lower().startswith(("rtsp://", "rtsps://")):
+        return "rtsp", text
+    if os.path.isdir(text):
+        return "folder", text
+    if os.path.isfile(text):
+        return "video", text
+    raise SourceError("source {!r} is not usable: it is not {}; expected one of: {}".format(
+        spec, "an existing file or folder" if "://" not in text else "a known URL scheme",
+        "; ".join(ACCEPTED_FORMS)))
+
+
+def _capture_opener(factory, target, api_name, buffer_size=None):
+    def open_capture():
+        import cv2
+
+        cap = (factory or cv2.VideoCapture)(target, getattr(cv2, api_name))
+        if buffer_size is not None and cap is not None and cap.isOpened():
+            # Keep the driver queue short: a frame every few seconds must be fresh, not queued.
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, buffer_size)
+        return cap
+    return open_capture
+
+
+def open_source(spec, stop_event=None, backoff=None, sleep=None, max_attempts=None, capture_factory=None,
+                poll_interval_s=1.0, watch=True, csi_width=1280, csi_height=720, csi_fps=30, csi_flip_method=0,
+                clock=time.time):
+    """Build the source a spec names (see `parse_source_spec`); SourceError for an unknown one.
+
+    `capture_factory(target, api)` replaces cv2.VideoCapture (tests).
+    """
+    kind, target = parse_source_spec(spec)
+    live = dict(live=True, backoff=backoff, sleep=sleep, max_attempts=max_attempts, stop_event=stop_event,
+                clock=clock)
+    if kind == "folder":
+        return FolderSource(target, poll_interval_s=poll_interval_s, watch=watch, stop_event=stop_event, clock=clock)
+    if kind == "video":
+        return CaptureSource("video:{}".format(target), _capture_opener(capture_factory, target, "CAP_ANY"),
+                             live=False, stop_event=stop_event, clock=clock)
+    if kind == "csi":
+        pipeline = nvargus_pipeline(target, csi_width, csi_height, csi_fps, csi_flip_method)
+        return CaptureSource("csi:{}".format(target), _capture_opener(capture_factory, pipeline, "CAP_GSTREAMER"),
+                             **live)
+    if kind == "rtsp":
+        return CaptureSource("rtsp:{}".format(_redact(target)),
+                             _capture_opener(capture_factory, target, "CAP_FFMPEG", 1), **live)
+    return CaptureSource("v4l2:{}".format(target), _capture_opener(capture_factory, target, "CAP_V4L2", 1),
+                         **live)
+
+
+def _redact(url):
+    """rtsp://user:password@host/... -> rtsp://user:***@host/... (names end up in logs and the store)."""
+    return re.sub(r"^(\w+://[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+def list_images(folder, extensions=IMAGE_EXTENSIONS):
+    """Image files of a folder in name order (for one-shot detection over a folder)."""
+    return sorted(p for p in glob.glob(os.path.join(folder, "*")) if p.lower().endswith(extensions))

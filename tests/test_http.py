@@ -1,0 +1,203 @@
+"""Status server on 127.0.0.1, ephemeral port: health, Prometheus metrics, detections."""
+import json
+import re
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from edge.detections import Detections
+from edge.errors import EdgeError
+from edge.http import (PROMETHEUS_CONTENT_TYPE, EdgeHttpServer, LiveStatus, format_metrics, parse_detections_query,
+                       read_thermal_zones_c)
+from edge.store import Store
+
+# Zone names as a Jetson Nano (L4T R32) lists them; values in millidegrees C.
+NANO_ZONES = [("AO-therm", "40500"), ("CPU-therm", "35000"), ("GPU-therm", "33500"), ("PLL-therm", "33000"),
+              ("PMIC-Die", "100000"), ("thermal-fan-est", "34400")]
+
+
+def make_thermal_root(tmp_path, zones=NANO_ZONES):
+    root = tmp_path / "root"
+    for i, (kind, temp) in enumerate(zones):
+        zone = root / "sys" / "class" / "thermal" / "thermal_zone{}".format(i)
+        zone.mkdir(parents=True)
+        (zone / "type").write_text(kind + "\n")
+        (zone / "temp").write_text(temp + "\n")
+    return root
+
+
+class Clock(object):
+    def __init__(self, t=100.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def get(server, path):
+    url = "http://{}:{}{}".format(server.address[0], server.address[1], path)
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.headers.get("Content-Type"), r.read().decode("utf-8")
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type"), e.read().decode("utf-8")
+
+
+def test_thermal_reader(tmp_path):
+    root = make_thermal_root(tmp_path, NANO_ZONES + [("broken", "not a number")])
+    zones = read_thermal_zones_c(str(root))
+    assert zones["thermal_zone1"] == ("CPU-therm", 35.0)
+    assert zones["thermal_zone5"] == ("thermal-fan-est", 34.4)
+    assert "thermal_zone6" not in zones
+    assert read_thermal_zones_c(str(tmp_path / "nothing")) == {}
+
+
+def test_live_status_histogram_is_cumulative():
+    status = LiveStatus(buckets_s=(0.1, 1.0))
+    for latency in (0.05, 0.5, 0.5, 3.0):
+        status.record_frame(latency_s=latency, n_detections=2)
+    status.record_frame(skipped=True)
+    snap = status.snapshot()
+    assert snap["latency_buckets"] == [(0.1, 1), (1.0, 3)]
+    assert snap["latency_count"] == 4 and snap["latency_sum_s"] == pytest.approx(4.05)
+    assert (snap["frames_total"], snap["frames_skipped"], snap["detections_total"]) == (5, 1, 8)
+    with pytest.raises(EdgeError, match="watts"):
+        status.set(watts=3)
+
+
+def parse_prometheus(text):
+    """{(name, labels): value} and {name: type}, checking each line's syntax."""
+    samples, types = {}, {}
+    for line in text.strip().split("\n"):
+        if line.startswith("# TYPE"):
+            _, _, name, kind = line.split(" ")
+            types[name] = kind
+            continue
+        if line.startswith("# HELP"):
+            continue
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$', line)
+        assert m, line
+        samples[(m.group(1), m.group(2) or "")] = float(m.group(3))
+    return samples, types
+
+
+def test_format_metrics():
+    status = LiveStatus(profiles=["single", "ensemble"], buckets_s=(0.5,))
+    status.record_frame(latency_s=0.2)
+    status.record_frame(latency_s=0.7)
+    status.set(power_w=4.25, energy_today_wh=1.5, budget_left_wh=12.9, profile="ensemble")
+    text = format_metrics(status.snapshot(), {"thermal_zone1": ('CPU"therm', 35.0)}, heartbeat_age_s=2.0)
+    samples, types = parse_prometheus(text)
+    assert samples[("reefwatch_frames_total", "")] == 2
+    assert samples[("reefwatch_frame_latency_seconds_bucket", '{le="0.5"}')] == 1
+    assert samples[("reefwatch_frame_latency_seconds_bucket", '{le="+Inf"}')] == 2
+    assert samples[("reefwatch_frame_latency_seconds_sum", "")] == pytest.approx(0.9)
+    assert samples[("reefwatch_power_watts", "")] == 4.25
+    assert samples[("reefwatch_budget_left_wh", "")] == 12.9
+    assert samples[("reefwatch_profile", '{profile="ensemble"}')] == 1
+    assert samples[("reefwatch_profile", '{profile="single"}')] == 0
+    assert samples[("reefwatch_temperature_celsius", '{zone="thermal_zone1",type="CPU\\"therm"}')] == 35.0
+    assert types["reefwatch_frame_latency_seconds"] == "histogram"
+    assert types["reefwatch_frames_total"] == "counter" and types["reefwatch_power_watts"] == "gauge"
+
+
+def test_unknown_gauges_are_left_out():
+    samples, _ = parse_prometheus(format_metrics(LiveStatus().snapshot()))
+    assert ("reefwatch_power_watts", "") not in samples
+    assert not any(name == "reefwatch_profile" for name, _ in samples)
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("", (None, None, 1000)),
+    ("since=12", (None, 12, 1000)),
+    ("since=1717243200.5&limit=10", (1717243200.5, None, 10)),
+    ("limit=999999", (None, None, 5000)),
+])
+def test_parse_detections_query(query, expected):
+    assert parse_detections_query(query) == expected
+
+
+@pytest.mark.parametrize("query", ["since=abc", "since=-1", "from=3"])
+def test_parse_detections_query_rejects(query):
+    with pytest.raises(EdgeError):
+        parse_detections_query(query)
+
+
+@pytest.fixture
+def served(tmp_path):
+    clock = Clock()
+    status = LiveStatus(profiles=["single", "cascade"], clock=clock)
+    store = Store(str(tmp_path / "rw.sqlite"))
+    server = EdgeHttpServer(status, store.detections_since, port=0, heartbeat_max_age_s=30.0,
+                            thermal_root=str(make_thermal_root(tmp_path)), clock=clock).start()
+    yield server, status, store, clock
+    server.stop()
+    store.close()
+
+
+def test_server_binds_localhost_ephemeral_port(served):
+    server = served[0]
+    assert server.address[0] == "127.0.0.1" and server.address[1] > 0
+
+
+def test_healthz_follows_heartbeat_age(served):
+    server, status, _, clock = served
+    code, ctype, body = get(server, "/healthz")
+    assert code == 503 and json.loads(body)["status"] == "stalled"  # never beat yet
+    status.beat()
+    clock.t += 29.0
+    code, ctype, body = get(server, "/healthz")
+    assert code == 200 and ctype == "application/json"
+    assert json.loads(body)["heartbeat_age_s"] == pytest.approx(29.0)
+    clock.t += 2.0
+    assert get(server, "/healthz")[0] == 503
+
+
+def test_metrics_endpoint(served):
+    server, status, _, _ = served
+    status.beat()
+    status.set(profile="cascade", power_w=3.5)
+    status.record_frame(latency_s=0.3)
+    code, ctype, body = get(server, "/metrics")
+    assert code == 200 and ctype == PROMETHEUS_CONTENT_TYPE
+    samples, _ = parse_prometheus(body)
+    assert samples[("reefwatch_temperature_celsius", '{zone="thermal_zone1",type="CPU-therm"}')] == 35.0
+    assert samples[("reefwatch_profile", '{profile="cascade"}')] == 1
+    assert samples[("reefwatch_heartbeat_age_seconds", "")] == 0.0
+
+
+def test_detections_endpoint(served):
+    server, _, store, _ = served
+    t0 = 1717243200.0
+    for k in range(3):
+        store.record_frame(t0 + k, "csi:0", k, Detections(np.array([[1, 2, 3, 4]], np.float32), [0.8], [k]))
+    code, _, body = get(server, "/detections?since=0")
+    data = json.loads(body)
+    assert code == 200 and [d["class_id"] for d in data["detections"]] == [0, 1, 2]
+    assert data["next_since"] == data["detections"][-1]["id"]
+    first_id = data["detections"][0]["id"]
+    after_first = json.loads(get(server, "/detections?since=%d" % first_id)[2])["detections"]
+    assert [d["frame_id"] for d in after_first] == [1, 2]
+    by_time = json.loads(get(server, "/detections?since=%f" % (t0 + 1.5))[2])["detections"]
+    assert [d["frame_id"] for d in by_time] == [2]
+    code, _, body = get(server, "/detections?since=yesterday")
+    assert code == 400 and "yesterday" in json.loads(body)["error"]
+
+
+def test_unknown_path_and_handler_error(served, caplog):
+    server, status, _, _ = served
+    assert get(server, "/nope")[0] == 404
+    server.detections = lambda *a: 1 / 0
+    with caplog.at_level("ERROR", logger="edge.http"):
+        code, _, body = get(server, "/detections")
+    assert code == 500 and "division" in json.loads(body)["error"]
+    assert get(server, "/healthz")[0] in (200, 503)  # the server survives
+
+
+def test_port_in_use_raises(served):
+    server = served[0]
+    other = EdgeHttpServer(LiveStatus(), host="127.0.0.1", port=server.address[1])
+    with pytest.raises(EdgeError, match="cannot serve HTTP"):
+        other.start()
