@@ -1,0 +1,81 @@
+"""The `data` command group: import, validate, split.
+
+`add_data_parser(subparsers)` registers it; `run_data(args, config, stream)`
+runs it and writes its summary to `stream`. DataError propagates to main().
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from trainer.data import importers, report, split, validate
+from trainer.data.taxonomy import load_taxonomy
+
+
+def add_data_parser(subparsers):
+    p = subparsers.add_parser("data", help="import, validate and split datasets")
+    sub = p.add_subparsers(dest="data_command", required=True)
+
+    imp = sub.add_parser("import", help="import a COCO/YOLO/VOC/DeepFish source into a YOLO dataset")
+    imp.add_argument("--format", required=True, choices=sorted(importers.READERS), dest="fmt")
+    imp.add_argument("--src", required=True, help="source file or folder (COCO JSON, data.yaml, VOC, CSV)")
+    imp.add_argument("--out", required=True, help="dataset folder (created, or extended all-or-nothing)")
+    imp.add_argument("--source", help="source name for the taxonomy's label map (e.g. aquarium, fathomnet)")
+    imp.add_argument("--images", help="folder to look for images by file name (COCO/VOC/CSV)")
+    imp.add_argument("--drop-unmapped", action="store_true",
+                     help="drop boxes with unmapped labels instead of quarantining their images")
+
+    val = sub.add_parser("validate", help="check a dataset and write a report")
+    val.add_argument("dataset")
+    val.add_argument("--report", help="folder for validation.{json,md} and the class chart")
+    val.add_argument("--fix", action="store_true", help="clip labels and move bad records to quarantine/")
+
+    spl = sub.add_parser("split", help="grouped, category-stratified train/val/test lists")
+    spl.add_argument("dataset")
+    spl.add_argument("--out", required=True, help="folder for train.txt, val.txt, test.txt and data.yaml")
+    spl.add_argument("--ratios", type=float, nargs="+", default=[0.7, 0.15, 0.15])
+    spl.add_argument("--group-pattern", help="regex on the file name giving the video/sequence key")
+    spl.add_argument("--seed", type=int, default=0)
+    for q in (imp, val, spl):
+        q.add_argument("--taxonomy", help="taxonomy yaml (default: the packaged 36-class one)")
+    return p
+
+
+def _taxonomy(args, config):
+    path = getattr(args, "taxonomy", None) or getattr(config, "taxonomy", None)
+    return load_taxonomy(path if isinstance(path, str) else None)
+
+
+def run_data(args, config=None, stream=None):
+    """Run `data <command>`; 0 on success, 1 when validation found bad records."""
+    stream = stream or sys.stdout
+    taxonomy = _taxonomy(args, config)
+    if args.data_command == "import":
+        rep = importers.import_dataset(args.fmt, args.src, args.out, taxonomy, source=args.source,
+                                       images_dir=args.images, drop_unmapped=args.drop_unmapped)
+        stem = "import_%s" % args.fmt
+        paths = report.write_report(rep, os.path.join(args.out, "reports"), stem,
+                                    "Import %s from %s" % (args.fmt, args.src), taxonomy)
+        _emit(stream, "imported %s into %s" % (args.src, args.out), rep, paths)
+        return 0
+    if args.data_command == "validate":
+        rep = validate.validate_dataset(args.dataset, taxonomy, fix=args.fix)
+        paths = []
+        if args.report:
+            paths = report.write_report(rep, args.report, "validation", "Validation of %s" % args.dataset, taxonomy)
+        _emit(stream, "validated %s" % args.dataset, rep, paths)
+        return 0 if rep.ok or args.fix else 1
+    if args.data_command == "split":
+        rep = split.split_dataset(args.dataset, args.out, taxonomy, ratios=args.ratios,
+                                  group_pattern=args.group_pattern, seed=args.seed)
+        _emit(stream, "split %s into %s" % (args.dataset, args.out), rep, rep.files)
+        return 0
+    raise ValueError("unknown data command %r" % args.data_command)  # argparse prevents this
+
+
+def _emit(stream, headline, rep, paths):
+    stream.write(headline + "\n")
+    for line in report.summary_lines(rep):
+        stream.write("  " + line + "\n")
+    for p in paths:
+        stream.write("  wrote " + p + "\n")
