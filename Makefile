@@ -11,7 +11,13 @@ export YOLO_AUTOINSTALL := false
 export YOLO_CONFIG_DIR := $(CURDIR)/$(VENV)/ultralytics-config
 export MPLBACKEND := Agg
 
-.PHONY: test demo install clean
+# The Jetson Nano runs edge/ on Python 3.6.9 with numpy 1.19: where a Python 3.6 exists
+# (pyenv here), the edge tests run on it too, with the JetPack-era numpy and ONNX Runtime.
+PYTHON36 ?= $(shell (python3.6 -c pass >/dev/null 2>&1 && command -v python3.6) || ls -d $$HOME/.pyenv/versions/3.6*/bin/python3.6 2>/dev/null | head -1)
+VENV36 := .venv36
+STAMP36 := $(VENV36)/.reefwatch-installed
+
+.PHONY: test test-py36 demo install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +30,21 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --durations=15 tests
+	$(MAKE) --no-print-directory test-py36
+
+$(STAMP36):
+	$(PYTHON36) -m venv $(VENV36)
+	$(VENV36)/bin/pip install -q "pip==21.3.1"
+	$(VENV36)/bin/pip install -q --only-binary=:all: "numpy==1.19.5" "opencv-python-headless==4.5.5.64" \
+		"onnxruntime==1.10.0" "pytest==7.0.1"
+	touch $(STAMP36)
+
+test-py36:
+	@if [ -z "$(PYTHON36)" ]; then echo "test-py36: no Python 3.6 found; the Jetson-Python run is skipped"; \
+	else $(MAKE) --no-print-directory $(STAMP36) && $(VENV36)/bin/python -m pytest -q -p no:cacheprovider tests; fi
 
 demo: $(STAMP)
 	$(BIN)/python -m demo --out out/demo
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) $(VENV36) out .pytest_cache
