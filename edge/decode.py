@@ -15,18 +15,24 @@ from edge.errors import DecodeError
 EFFICIENT_NMS_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
 
 
-def decode_head(output, num_classes, conf_thr=0.25, iou_thr=0.7, max_det=300, max_candidates=30000):
-    """Decode a raw (B, 4+nc, A) head output with class-aware NMS, as ultralytics does."""
+def decode_head(output, num_classes, conf_thr=0.25, iou_thr=0.7, max_det=300, max_candidates=30000,
+                class_scores=False):
+    """Decode a raw (B, 4+nc, A) head output with class-aware NMS, as ultralytics does.
+
+    With class_scores=True each box keeps its full score vector in extras["class_scores"]
+    (active learning's margin and entropy need more than the winning score).
+    """
     output = np.asarray(output)
     if output.ndim != 3 or output.shape[1] != 4 + num_classes:
         raise DecodeError(
             "model output has shape %s; expected (batch, 4 + %d classes, anchors). "
             "Is the model exported for %d classes, without an NMS tail?"
             % (output.shape, num_classes, num_classes))
-    return [_decode_one(image.T.astype(np.float32), conf_thr, iou_thr, max_det, max_candidates) for image in output]
+    return [_decode_one(image.T.astype(np.float32), conf_thr, iou_thr, max_det, max_candidates, class_scores)
+            for image in output]
 
 
-def _decode_one(rows, conf_thr, iou_thr, max_det, max_candidates):
+def _decode_one(rows, conf_thr, iou_thr, max_det, max_candidates, keep_class_scores):
     class_scores = rows[:, 4:]
     class_id = class_scores.argmax(axis=1)
     score = class_scores[np.arange(len(rows)), class_id]
@@ -37,7 +43,8 @@ def _decode_one(rows, conf_thr, iou_thr, max_det, max_candidates):
         rows, score, class_id = rows[top], score[top], class_id[top]
     xyxy = xywh_to_xyxy(rows[:, :4])
     keep = nms(xyxy, score, iou_thr, class_id=class_id, max_det=max_det)
-    return Detections(xyxy[keep], score[keep], class_id[keep])
+    extras = {"class_scores": rows[keep, 4:]} if keep_class_scores else None
+    return Detections(xyxy[keep], score[keep], class_id[keep], extras)
 
 
 def decode_efficient_nms(num_dets, det_boxes, det_scores, det_classes, num_classes, conf_thr=0.0):
@@ -61,13 +68,17 @@ def decode_efficient_nms(num_dets, det_boxes, det_scores, det_classes, num_class
     return results
 
 
-def decode_outputs(outputs, num_classes, conf_thr=0.25, iou_thr=0.7, max_det=300):
+def decode_outputs(outputs, num_classes, conf_thr=0.25, iou_thr=0.7, max_det=300, class_scores=False):
     """Decode a backend's named outputs, whichever of the two layouts they are in."""
     if all(name in outputs for name in EFFICIENT_NMS_OUTPUTS):
+        if class_scores:
+            raise DecodeError("an EfficientNMS_TRT engine keeps only the winning score; class score vectors "
+                              "need the plain detect-head export")
         return decode_efficient_nms(*(outputs[n] for n in EFFICIENT_NMS_OUTPUTS),
                                     num_classes=num_classes, conf_thr=conf_thr)
     if len(outputs) != 1:
         raise DecodeError("model has outputs %s; expected one detect-head tensor or the EfficientNMS_TRT "
                           "outputs %s" % (sorted(outputs), list(EFFICIENT_NMS_OUTPUTS)))
     (output,) = outputs.values()
-    return decode_head(output, num_classes, conf_thr=conf_thr, iou_thr=iou_thr, max_det=max_det)
+    return decode_head(output, num_classes, conf_thr=conf_thr, iou_thr=iou_thr, max_det=max_det,
+                       class_scores=class_scores)

@@ -101,12 +101,23 @@ class Pipeline(object):
 
     __call__ = detect
 
-    def _detect_model(self, frame, spec, plan):
+    def detect_per_model(self, frame, models=None, plan="none", class_scores=False):
+        """{model name: Detections in frame pixels} before any fusion across models or calibration.
+
+        With class_scores=True and a single view, each box carries extras["class_scores"].
+        """
+        check_frame(frame)
+        plan = view_plan(plan)
+        specs = [self.bundle.model(name) for name in models] if models else self.bundle.models
+        return collections.OrderedDict((s.name, self._detect_model(frame, s, plan, class_scores)) for s in specs)
+
+    def _detect_model(self, frame, spec, plan, class_scores=False):
         in_h, in_w = spec.input_size
         batch, transforms = prepare_views(frame, plan, in_w, in_h)
         outputs = self._run(self.backends[spec.name], batch)
         try:
-            per_view = decode_outputs(outputs, self.bundle.num_classes, conf_thr=spec.conf_thr, iou_thr=spec.iou_thr)
+            per_view = decode_outputs(outputs, self.bundle.num_classes, conf_thr=spec.conf_thr, iou_thr=spec.iou_thr,
+                                      class_scores=class_scores)
         except DecodeError as e:
             raise DecodeError("model %r (%s): %s" % (spec.name, spec.path, e)) from e
         in_frame = [detections_to_frame(d, t) for d, t in zip(per_view, transforms)]
