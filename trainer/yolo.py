@@ -57,3 +57,31 @@ def train_args(**overrides):
     args = dict(SAFE_TRAIN_ARGS)
     args.update(overrides)
     return args
+
+
+def detection_model(cfg, nc=None):
+    """A DetectionModel built from a model yaml (nothing downloaded), quietly."""
+    ultralytics_module()
+    from ultralytics.nn.tasks import DetectionModel
+
+    return DetectionModel(str(cfg), nc=nc, verbose=False)
+
+
+def load_checkpoint(path):
+    """(model, checkpoint dict) exactly as the ultralytics trainer loads a `pretrained=` path."""
+    if not os.path.isfile(str(path)):
+        from trainer.errors import TrainerError
+
+        raise TrainerError("checkpoint %r does not exist; ReefWatch never downloads weights" % str(path))
+    ultralytics_module()
+    from ultralytics.nn.tasks import load_checkpoint as _load_checkpoint
+
+    return _load_checkpoint(str(path))
+
+
+def intersect_state_dicts(source, target):
+    """The keys DetectionModel.load() transfers: same name and same shape, source values."""
+    ultralytics_module()
+    from ultralytics.utils.torch_utils import intersect_dicts
+
+    return intersect_dicts(source, target)

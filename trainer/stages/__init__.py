@@ -1,0 +1,1 @@
+"""Training stages: each is `run_<stage>(config, general, ...) -> result` on plain parameter objects."""
