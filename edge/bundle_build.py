@@ -58,14 +58,20 @@ def parse_model_args(pairs):
     return models
 
 
-def probe_model(path, num_classes):
-    """(input [h, w], batch or None) of a model, checking its output fits num_classes."""
+def probe_model(path, num_classes, imgsz=None):
+    """(input [h, w], batch or None) of a model, checking its output fits num_classes.
+
+    A model with a dynamic input size runs at ``imgsz`` (the size it was exported at).
+    """
     from edge.backends import open_backend
 
     with open_backend(path, kind="auto") as backend:
         _, _, in_h, in_w = backend.input_shape
         if in_h is None or in_w is None:
-            raise BundleError("model %s has a dynamic input size; export it at a fixed imgsz" % path)
+            if not imgsz:
+                raise BundleError("model %s has a dynamic input size; pass --imgsz (the export size)" % path)
+            in_h = in_h or imgsz
+            in_w = in_w or imgsz
         outputs = backend.run(np.zeros((1, 3, in_h, in_w), np.float32))
         return [int(in_h), int(in_w)], backend.fixed_batch, _check_outputs(path, outputs, num_classes)
 
@@ -84,7 +90,7 @@ def _check_outputs(path, outputs, num_classes):
 
 
 def build_bundle(out_dir, models, classes, tta="full", target="x86-cpu", conf_thr=0.25, iou_thr=0.7,
-                 fusion=None, temperatures=None, energy=None, accuracy=None, weights=None):
+                 fusion=None, temperatures=None, energy=None, accuracy=None, weights=None, imgsz=None):
     """Copy models into a new bundle folder and write a verified manifest; nothing is left half-written."""
     if os.path.exists(os.path.join(out_dir, "manifest.json")):
         raise BundleError("%s already holds a bundle; choose another --out or remove it first" % out_dir)
@@ -94,11 +100,12 @@ def build_bundle(out_dir, models, classes, tta="full", target="x86-cpu", conf_th
     try:
         entries = []
         for variant, src in models:
-            input_size, batch, _ = probe_model(src, len(classes))
+            input_size, batch, _ = probe_model(src, len(classes), imgsz)
             file_name = copy_model(src, staging, variant)
             weight = (weights or {}).get(variant, 1.0)
+            conf = conf_thr.get(variant, 0.25) if isinstance(conf_thr, dict) else conf_thr
             entries.append(model_entry(variant, variant, file_name, staging, input_size, batch,
-                                       conf_thr, iou_thr, weight))
+                                       conf, iou_thr, weight))
         software = {"reefwatch": __version__, "numpy": np.__version__}
         manifest = make_manifest(entries, classes, tta=tta, fusion=fusion, target=target,
                                  temperatures=temperatures, energy=energy, accuracy=accuracy, software=software)

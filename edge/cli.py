@@ -22,7 +22,7 @@ def _add_bundle(subparsers):
     build.add_argument("--classes", required=True, help="data.yaml with names (and categories)")
     build.add_argument("--tta", default="full", help="none, flip, full or a comma-separated view list")
     build.add_argument("--imgsz", type=int, default=None,
-                       help="expected model input size; checked against the model file")
+                       help="input size of models exported with a dynamic size (checked against fixed ones)")
     build.add_argument("--target", default="x86-cpu", choices=("jetson-nano", "x86-cpu", "gpu-server"))
     build.add_argument("--conf", type=float, default=0.25, help="per-model confidence threshold")
     build.add_argument("--iou", type=float, default=0.7, help="per-model NMS IoU threshold")
@@ -43,7 +43,7 @@ def _run_bundle(args, out):
             bundle.num_classes, len(bundle.ids_in("critical")), ", ".join(v.name for v in bundle.plan)))
         return 0
     bundle = build_bundle(args.out, parse_model_args(args.model), read_classes(args.classes), tta=args.tta,
-                          target=args.target, conf_thr=args.conf, iou_thr=args.iou)
+                          target=args.target, conf_thr=args.conf, iou_thr=args.iou, imgsz=args.imgsz)
     if args.imgsz and any(m.input_size != (args.imgsz, args.imgsz) for m in bundle.models):
         out.write("warning: --imgsz %d but the models take %s\n" % (args.imgsz, [m.input_size for m in bundle.models]))
     out.write("built %s with %s\n" % (bundle.root, ", ".join(m.name for m in bundle.models)))

@@ -1,0 +1,114 @@
+"""The pipeline end to end on fake backends: batching of views, exact TTA inversion, two-stage fusion."""
+import collections
+
+import numpy as np
+import pytest
+
+from edge.backends import FakeBackend
+from edge.bundle import parse_manifest
+from edge.errors import DecodeError
+from edge.pipeline import Pipeline
+
+NC, SIZE = 3, 96
+
+
+def _bright_box_head(batch, class_id=1, score=0.9):
+    """A 'model' that finds the bright rectangle in each view and reports it as one anchor."""
+    out = np.zeros((len(batch), 4 + NC, 8), np.float32)
+    for i, image in enumerate(batch):
+        ys, xs = np.nonzero(image[0] > 0.99)
+        if not len(xs):  # a padding image of a fixed-size batch
+            continue
+        x1, y1, x2, y2 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+        out[i, :4, 0] = [(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]
+        out[i, 4 + class_id, 0] = score
+    return out
+
+
+def _bundle(tmp_path, variants=("recall", "balanced", "precision"), tta="full", batch=None, temps=None):
+    models = []
+    for v in variants:
+        (tmp_path / (v + ".onnx")).write_bytes(b"fake")
+        models.append({"name": v, "variant": v, "file": v + ".onnx", "sha256": "unused", "format": "onnx",
+                       "input_size": [SIZE, SIZE], "batch": batch, "conf_thr": 0.25, "iou_thr": 0.7,
+                       "fusion_weight": 1.0})
+    manifest = {"schema_version": 1, "target": "x86-cpu", "models": models,
+                "classes": [{"id": i, "name": "c%d" % i, "category": "critical"} for i in range(NC)],
+                "calibration": {"temperatures": temps or [1.0] * NC}, "tta": tta}
+    return parse_manifest(manifest, str(tmp_path), verify=False)
+
+
+def _pipeline(bundle, fixed_batch=None, head=_bright_box_head, batch_views=True):
+    backends = collections.OrderedDict(
+        (m.name, FakeBackend(head, input_shape=(3, SIZE, SIZE), fixed_batch=fixed_batch)) for m in bundle.models)
+    return Pipeline(bundle, backends, batch_views=batch_views)
+
+
+def _frame_with_box(box=(40, 30, 100, 60), shape=(90, 160)):
+    frame = np.zeros(shape + (3,), np.uint8)
+    x1, y1, x2, y2 = box
+    frame[y1:y2, x1:x2] = 255
+    return frame
+
+
+@pytest.mark.parametrize("tta", ["none", "flip", "full"])
+def test_every_view_inverts_to_the_same_frame_box(tmp_path, tta):
+    pipeline = _pipeline(_bundle(tmp_path, tta=tta))
+    result = pipeline.detect(_frame_with_box())
+    assert len(result) == 1 and result.class_id.tolist() == [1]
+    # Resampling blurs the rectangle's edge by up to a pixel of the input, i.e. 160/96 frame pixels.
+    np.testing.assert_allclose(result.xyxy[0], [40, 30, 100, 60], atol=160 / 96 + 0.01)
+    assert result.score[0] == pytest.approx(0.9, abs=1e-5)
+
+
+@pytest.mark.parametrize("fixed_batch,expected_calls", [(None, [7]), (1, [1] * 7), (4, [4, 4])])
+def test_views_of_a_frame_share_one_call_when_the_engine_takes_a_batch(tmp_path, fixed_batch, expected_calls):
+    pipeline = _pipeline(_bundle(tmp_path), fixed_batch=fixed_batch)
+    pipeline.detect(_frame_with_box())
+    assert all(b.calls == expected_calls for b in pipeline.backends.values())
+    assert pipeline.last_timing.views == 7 and 0 < pipeline.last_timing.inference_s <= pipeline.last_timing.total_s
+
+
+def test_one_call_per_view_when_batching_is_off(tmp_path):
+    pipeline = _pipeline(_bundle(tmp_path), batch_views=False)
+    pipeline.detect(_frame_with_box())
+    assert pipeline.backends["balanced"].calls == [1] * 7 and pipeline.last_timing.calls == 21
+
+
+def test_two_stage_fusion_does_not_punish_a_box_missed_by_some_views(tmp_path):
+    """Only the identity view finds the box in each model: views fused per model keep score/7 per model,
+    then the models agree, so the ensemble does not divide again by the number of views."""
+    def identity_only(batch):
+        out = _bright_box_head(batch)
+        out[1:] = 0
+        return out
+
+    bundle = _bundle(tmp_path)
+    result = _pipeline(bundle, head=identity_only).detect(_frame_with_box())
+    assert result.score[0] == pytest.approx(0.9 / 7, rel=1e-4)
+    single = _pipeline(_bundle(tmp_path, variants=("balanced",)), head=identity_only).detect(_frame_with_box())
+    assert single.score[0] == pytest.approx(result.score[0], rel=1e-4)
+
+
+def test_profiles_are_arguments_of_the_same_call(tmp_path):
+    pipeline = _pipeline(_bundle(tmp_path))
+    pipeline.detect(_frame_with_box(), models=["balanced"], plan="none")
+    assert pipeline.backends["balanced"].calls == [1] and pipeline.backends["recall"].calls == []
+
+
+def test_calibration_is_applied_per_class(tmp_path):
+    result = _pipeline(_bundle(tmp_path, tta="none", temps=[1.0, 2.0, 1.0])).detect(_frame_with_box())
+    expected = 1 / (1 + np.exp(-np.log(0.9 / 0.1) / 2.0))
+    assert result.score[0] == pytest.approx(expected, abs=1e-5)
+
+
+def test_per_model_detections_keep_class_scores(tmp_path):
+    per_model = _pipeline(_bundle(tmp_path, tta="none")).detect_per_model(_frame_with_box(), class_scores=True)
+    assert list(per_model) == ["recall", "balanced", "precision"]
+    assert per_model["recall"].extras["class_scores"].shape == (1, NC)
+
+
+def test_wrong_output_shape_names_the_model(tmp_path):
+    pipeline = _pipeline(_bundle(tmp_path, tta="none"), head=lambda b: np.zeros((len(b), 4 + NC + 2, 8), np.float32))
+    with pytest.raises(DecodeError, match="recall"):
+        pipeline.detect(_frame_with_box())
