@@ -1,0 +1,210 @@
+"""edge.fusion: parity with ensemble_boxes 1.0.9, hand-derived tables, bad input, pixels."""
+import logging
+import warnings
+
+import numpy as np
+import pytest
+
+from edge.detections import Detections
+from edge.errors import EdgeError
+from edge.fusion import CONF_TYPES, FusionInputError, fuse_detections, weighted_boxes_fusion
+
+ensemble_boxes = pytest.importorskip("ensemble_boxes")
+
+CASES_PER_CONF_TYPE = 300
+
+
+def reference(*args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 1.0.9 warns once per clipped box
+        return ensemble_boxes.weighted_boxes_fusion(*args, **kwargs)
+
+
+def ours(*args, **kwargs):
+    logging.getLogger("edge.fusion").disabled = True
+    try:
+        return weighted_boxes_fusion(*args, **kwargs)
+    finally:
+        logging.getLogger("edge.fusion").disabled = False
+
+
+def assert_same(expected, got, context=""):
+    (eb, es, el), (gb, gs, gl) = expected, got
+    assert gb.shape == eb.shape and gs.shape == es.shape and gl.shape == el.shape, context
+    # Same order as 1.0.9 (same argsort calls on the same values), so no canonical sort.
+    np.testing.assert_allclose(gb, eb, rtol=0, atol=1e-5, equal_nan=True, err_msg=context)
+    np.testing.assert_allclose(gs, es, rtol=0, atol=1e-5, equal_nan=True, err_msg=context)
+    np.testing.assert_array_equal(gl, el, err_msg=context)
+
+
+def random_case(rng, conf_type):
+    """Lists of boxes jittered around a few objects of 3 labels, so clusters form, with the
+    awkward parts: reversed and out-of-range boxes, tied and zero scores, empty lists."""
+    n_lists = int(rng.integers(1, 11))
+    n_objects = int(rng.integers(1, 12))
+    corner = rng.uniform(0.0, 0.8, (n_objects, 2))
+    size = rng.uniform(0.03, 0.4, (n_objects, 2))
+    object_label = rng.integers(0, 3, n_objects)
+    jitter = float(rng.choice([0.0, 0.004, 0.02, 0.06]))
+    boxes_list, scores_list, labels_list = [], [], []
+    for _ in range(n_lists):
+        n = int(rng.integers(0, 41))
+        which = rng.integers(0, n_objects, n)
+        xy = corner[which] + rng.normal(0, jitter, (n, 2))
+        boxes = np.concatenate([xy, xy + size[which] * rng.normal(1, 0.1, (n, 2))], axis=1)
+        if rng.random() < 0.2:
+            boxes += rng.normal(0, 0.1, boxes.shape)  # some reversed or outside [0, 1]
+        scores = rng.random(n)
+        if rng.random() < 0.3:
+            scores = np.round(scores * 10) / 10  # ties, and zero scores
+        labels = np.where(rng.random(n) < 0.9, object_label[which], rng.integers(0, 3, n))
+        boxes_list.append(boxes)
+        scores_list.append(scores)
+        labels_list.append(labels)
+    kwargs = dict(iou_thr=float(rng.choice([0.3, 0.55, 0.7, 0.9])),
+                  skip_box_thr=float(rng.choice([0.0, 0.0, 0.1, 0.3])),
+                  conf_type=conf_type, allows_overflow=bool(rng.random() < 0.5))
+    draw = rng.random()
+    if draw < 0.25:
+        kwargs["weights"] = rng.integers(1, 4, n_lists).tolist()
+    elif draw < 0.5:
+        kwargs["weights"] = rng.uniform(0.2, 3.0, n_lists).tolist()
+    return (boxes_list, scores_list, labels_list), kwargs
+
+
+@pytest.mark.parametrize("conf_type", CONF_TYPES)
+def test_random_cases_match_ensemble_boxes(conf_type):
+    rng = np.random.default_rng(CONF_TYPES.index(conf_type))
+    for case in range(CASES_PER_CONF_TYPE):
+        args, kwargs = random_case(rng, conf_type)
+        assert_same(reference(*args, **kwargs), ours(*args, **kwargs), "case %d, %r" % (case, kwargs))
+
+
+def _duplicates(n_lists, label, box=(0.1, 0.2, 0.5, 0.6), dtype=np.float64):
+    boxes = [np.array([box, box], dtype=dtype) for _ in range(n_lists)]
+    scores = [np.array([0.9, 0.4], dtype=dtype) for _ in range(n_lists)]
+    labels = [np.array([label, label]) for _ in range(n_lists)]
+    return boxes, scores, labels
+
+
+@pytest.mark.parametrize("conf_type", CONF_TYPES)
+@pytest.mark.parametrize("args, kwargs", [
+    (_duplicates(3, 2 ** 24 + 1), {}),  # a label float32 cannot hold: merged clusters never match again
+    (_duplicates(3, 7, dtype=np.float32), {"weights": np.array([1.0, 0.3, 2.0], np.float32)}),
+    (_duplicates(2, 1), {"iou_thr": 0.0}),
+    (_duplicates(2, 1), {"iou_thr": 1.0}),
+    (([np.zeros((0, 4)), [[0.1, 0.1, 0.2, 0.2]]], [[], [0.5]], [[], [3]]), {}),
+    (_duplicates(2, 1.7), {"skip_box_thr": 0.5}),  # float label truncated like int()
+], ids=["label-2**24+1", "float32", "iou0", "iou1", "empty-list", "float-label"])
+def test_edge_cases_match_ensemble_boxes(conf_type, args, kwargs):
+    assert_same(reference(*args, conf_type=conf_type, **kwargs), ours(*args, conf_type=conf_type, **kwargs))
+
+
+@pytest.mark.parametrize("args, kwargs", [
+    (([], [], []), {}),
+    (([np.zeros((0, 4))], [np.zeros(0)], [np.zeros(0)]), {}),
+    (([[[0.1, 0.1, 0.2, 0.2]]], [[0.2]], [[0]]), {"skip_box_thr": 0.5}),
+    (([[[0.1, 0.1, 0.1, 0.2]]], [[0.9]], [[0]]), {}),  # zero area
+])
+def test_nothing_left_gives_empty_arrays(args, kwargs):
+    boxes, scores, labels = ours(*args, **kwargs)
+    assert (boxes.shape, scores.shape, labels.shape) == ((0, 4), (0,), (0,))
+
+
+A = [0.1, 0.2, 0.5, 0.6]
+
+
+def f32(x):
+    return float(np.float32(x))
+
+
+@pytest.mark.parametrize("lists, kwargs, box, score", [
+    # One box: kept as is; score * min(1 list, 1 box) / weight 1.
+    (([[A]], [[0.8]], [[4]]), {}, A, 0.8),
+    # Two lists, one box: avg is halved by min(2 lists, 1 box) / 2.
+    (([[A], []], [[0.8], []], [[4], []]), {}, A, 0.8 * 1 / 2),
+    # The same box from two lists: mean score (float32), times min(2, 2) / 2.
+    (([[A], [A]], [[0.6], [0.8]], [[4], [4]]), {}, A, f32((0.6 + 0.8) / 2)),
+    # Weights 1 and 3: weighted scores 0.6 and 2.4, mean 1.5, times min(2, 2) / 4.
+    (([[A], [A]], [[0.6], [0.8]], [[4], [4]]), {"weights": [1, 3]}, A, 1.5 * 2 / 4),
+    (([[A], [A]], [[0.6], [0.8]], [[4], [4]]), {"weights": [1, 3], "conf_type": "max"}, A, f32(2.4) / 3),
+    # box_and_model_avg: mean * 2 boxes / weight 4, times present weight 4 / total 4.
+    (([[A], [A]], [[0.6], [0.8]], [[4], [4]]), {"weights": [1, 3], "conf_type": "box_and_model_avg"},
+     A, 1.5 * 2 / 4 * 4 / 4),
+    # absent_model_aware_avg over 3 lists, the third (weight 2) missing: mean * 2 / (4 + 2).
+    (([[A], [A], []], [[0.6], [0.8], []], [[4], [4], []]),
+     {"weights": [1, 3, 2], "conf_type": "absent_model_aware_avg"}, A, 1.5 * 2 / (4 + 2)),
+    # Three boxes from two lists: min(2, 3) / 2 caps at the mean unless overflow is allowed.
+    (([[A, A], [A]], [[0.9, 0.9], [0.9]], [[4, 4], [4]]), {}, A, f32(0.9)),
+    (([[A, A], [A]], [[0.9, 0.9], [0.9]], [[4, 4], [4]]), {"allows_overflow": True}, A, f32(0.9) * 3 / 2),
+    # Score-weighted corners: (0.9 * 0 + 0.3 * 0.02) / 1.2 and (0.9 * 0.4 + 0.3 * 0.42) / 1.2.
+    (([[[0, 0, 0.4, 0.4]], [[0.02, 0.02, 0.42, 0.42]]], [[0.9], [0.3]], [[1], [1]]), {},
+     [0.005, 0.005, 0.405, 0.405], f32(1.2 / 2)),
+])
+def test_hand_derived_fusions(lists, kwargs, box, score):
+    boxes, scores, labels = ours(*lists, **kwargs)
+    assert boxes.shape == (1, 4)
+    np.testing.assert_allclose(boxes[0], box, rtol=0, atol=1e-6)
+    assert scores[0] == pytest.approx(score, abs=1e-6)
+    assert labels[0] == lists[2][0][0]
+
+
+def test_disjoint_boxes_stay_apart_sorted_by_score():
+    boxes, scores, labels = ours([[[0.0, 0.0, 0.1, 0.1], [0.5, 0.5, 0.7, 0.7]]], [[0.3, 0.9]], [[1, 2]])
+    np.testing.assert_allclose(boxes, [[0.5, 0.5, 0.7, 0.7], [0.0, 0.0, 0.1, 0.1]])
+    np.testing.assert_allclose(scores, [0.9, 0.3])
+    np.testing.assert_array_equal(labels, [2, 1])
+
+
+def test_reversed_and_outside_boxes_are_fixed_with_one_warning(caplog):
+    boxes = [[0.5, 0.6, 0.1, -0.2], [1.5, 0.1, 0.2, 0.3], [0.3, 0.3, 0.3, 0.5]]
+    with caplog.at_level(logging.WARNING, logger="edge.fusion"):
+        fused, _, _ = weighted_boxes_fusion([boxes], [[0.9, 0.8, 0.7]], [[0, 1, 2]])
+    np.testing.assert_allclose(fused, [[0.1, 0.0, 0.5, 0.6], [0.2, 0.1, 1.0, 0.3]])
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert "2 boxes had x2 < x1" in message and "1 zero-area" in message
+
+
+@pytest.mark.parametrize("args, kwargs, names", [
+    (([[A]], [[0.5], [0.5]], [[0]]), {}, "scores_list"),
+    (([[A]], [[0.5, 0.4]], [[0]]), {}, "scores_list[0]"),
+    (([[A]], [[0.5]], [[0, 1]]), {}, "labels_list[0]"),
+    (([[A]], [[0.5]], [[0]]), {"conf_type": "mean"}, "conf_type"),
+    (([[A]], [[0.5]], [[0]]), {"weights": [1, 2]}, "weights"),
+    (([[A]], [[0.5]], [[0]]), {"weights": [-1]}, "weights"),
+    (([[0.1, 0.2, 0.3]], [[0.5]], [[0]]), {}, "boxes_list[0]"),
+    (([[[0.1, np.nan, 0.3, 0.4]]], [[0.5]], [[0]]), {}, "boxes_list[0]"),
+    (([[A]], [[-0.5]], [[0]]), {"skip_box_thr": -1.0}, "scores_list[0]"),
+    (([[A]], [[0.5]], [[0]]), {"iou_thr": -0.1}, "iou_thr"),
+])
+def test_bad_input_raises_value_error_naming_the_argument(args, kwargs, names):
+    with pytest.raises(ValueError) as info:
+        weighted_boxes_fusion(*args, **kwargs)
+    assert isinstance(info.value, (FusionInputError, EdgeError))
+    assert names in str(info.value)
+
+
+def test_fuse_detections_round_trips_pixel_boxes():
+    xyxy = np.array([[64.0, 48.0, 320.0, 240.0], [400.0, 300.0, 600.0, 460.0]], np.float32)
+    a = Detections(xyxy, [0.9, 0.5], [3, 1])
+    b = Detections(xyxy + 2, [0.7, 0.5], [3, 1])
+    fused = fuse_detections([a, b], (640, 480))
+    scale = np.array([640, 480, 640, 480])
+    boxes, scores, labels = weighted_boxes_fusion([a.xyxy / scale, b.xyxy / scale], [a.score, b.score],
+                                                  [a.class_id, b.class_id])
+    np.testing.assert_allclose(fused.xyxy, boxes * scale, rtol=1e-6)
+    # Score-weighted mean of the two pixel boxes: a's corners + 2 * 0.7 / (0.9 + 0.7).
+    np.testing.assert_allclose(fused.xyxy[0], xyxy[0] + 2 * f32(0.7) / f32(1.6), atol=1e-3)
+    np.testing.assert_allclose(fused.score, scores)
+    assert fused.class_id.dtype == np.int32 and fused.class_id.tolist() == [3, 1]
+
+
+def test_fuse_detections_of_nothing_is_empty():
+    assert len(fuse_detections([], (640, 480))) == 0
+    assert len(fuse_detections([Detections.empty()], (640, 480))) == 0
+
+
+def test_fuse_detections_rejects_a_bad_frame_size():
+    with pytest.raises(ValueError, match="frame_wh"):
+        fuse_detections([Detections.empty()], (0, 480))
