@@ -1,0 +1,77 @@
+"""The `active` command group: select (pool -> vendor package) and import (vendor COCO -> dataset).
+
+`add_active_parser(subparsers)` registers it; `run_active(args, config, stream)`
+runs it and writes its summary to `stream`. TrainerError/DataError propagate
+to main(). `active import` returns 1 when the annotations were rejected.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from trainer.active import uncertainty as unc
+from trainer.active.select import DEFAULT_MAX_DISTANCE, SelectOptions, run_select
+from trainer.active.vendor_import import import_vendor, write_report
+
+
+def add_active_parser(subparsers):
+    p = subparsers.add_parser("active", help="active learning: choose images to annotate, import annotations")
+    sub = p.add_subparsers(dest="active_command", required=True)
+
+    sel = sub.add_parser("select", help="score an unlabelled pool and package the K most uncertain images")
+    sel.add_argument("--model", required=True, help=".onnx file, ensemble bundle folder/.tar.gz, or .pt checkpoint")
+    sel.add_argument("--pool", required=True, help="folder of unlabelled images (searched recursively)")
+    sel.add_argument("--k", type=int, default=2000, help="images to pick (default 2000)")
+    sel.add_argument("--out", required=True, help="package zip to write")
+    sel.add_argument("--strategy", choices=unc.STRATEGIES, default="margin",
+                     help="per-detection uncertainty (disagreement needs an ensemble bundle; default margin)")
+    sel.add_argument("--aggregate", choices=unc.AGGREGATES, default="sum", help="per image (default sum)")
+    sel.add_argument("--low-conf", type=float, default=unc.DEFAULT_LOW_CONF,
+                     help="least_confidence counts boxes below this score (default 0.7)")
+    sel.add_argument("--conf", type=float, default=0.05, help="detection threshold while scoring (default 0.05)")
+    sel.add_argument("--draft-conf", type=float, default=0.25,
+                     help="boxes at or above this go into the package as drafts (default 0.25)")
+    sel.add_argument("--empty-score", type=float, default=0.0,
+                     help="score of an image without detections (default 0; raise to rank empty frames first)")
+    sel.add_argument("--match-iou", type=float, default=unc.DEFAULT_MATCH_IOU,
+                     help="disagreement: IoU for two models' boxes to agree (default 0.5)")
+    sel.add_argument("--max-distance", type=int, default=DEFAULT_MAX_DISTANCE,
+                     help="near-duplicate threshold in bits of the 64-bit perceptual hash (default %d)"
+                          % DEFAULT_MAX_DISTANCE)
+    sel.add_argument("--imgsz", type=int, default=640, help="input size for a .pt export or a dynamic ONNX")
+    sel.add_argument("--names", help="data.yaml giving class names when the ONNX carries none")
+
+    imp = sub.add_parser("import", help="validate a vendor's COCO annotations and merge them all-or-nothing")
+    imp.add_argument("--coco", required=True, help="annotated COCO JSON returned by the vendor")
+    imp.add_argument("--images", help="folder of the annotated images (default: the --package's images)")
+    imp.add_argument("--into", required=True, help="dataset folder to merge into (created when absent)")
+    imp.add_argument("--package", help="the package zip that was sent: images must be in it, byte for byte")
+    imp.add_argument("--report", help="folder for the import report (default: beside the COCO file)")
+    imp.add_argument("--taxonomy", help="taxonomy yaml for a new dataset (default: the packaged one)")
+    return p
+
+
+def run_active(args, config=None, stream=None):
+    """Run `active <command>`; 0 on success, 1 when an import was rejected."""
+    stream = stream or sys.stdout
+    if args.active_command == "select":
+        options = SelectOptions(k=args.k, strategy=args.strategy, aggregate=args.aggregate, low_conf=args.low_conf,
+                                conf=args.conf, draft_conf=args.draft_conf, empty_score=args.empty_score,
+                                match_iou=args.match_iou, max_distance=args.max_distance, imgsz=args.imgsz)
+        summary = run_select(args.model, args.pool, args.out, options, names_file=args.names)
+        stream.write("selected %d of %d pool images (%s, %s) into %s\n"
+                     % (summary["k"], summary["pool_size"], options.strategy, options.aggregate, args.out))
+        stream.write("  draft boxes: %d, unreadable images skipped: %d\n" % (summary["drafts"], summary["skipped"]))
+        return 0
+    if args.active_command == "import":
+        taxonomy = args.taxonomy or getattr(config, "taxonomy", None)
+        report = import_vendor(args.coco, args.images, args.into, package=args.package,
+                               taxonomy_path=taxonomy if isinstance(taxonomy, str) else None)
+        folder = args.report or os.path.dirname(os.path.abspath(args.coco))
+        stem = os.path.splitext(os.path.basename(args.coco))[0] + ".import_report"
+        paths = write_report(report, folder, stem)
+        stream.write(report.to_text())
+        for path in paths:
+            stream.write("  wrote %s\n" % path)
+        return 0 if report.merged else 1
+    raise ValueError("unknown active command %r" % args.active_command)  # argparse prevents this
