@@ -92,7 +92,7 @@ def composite(img, animals, w):
         x0, y0, parts = raster
         rgb = species.paint(parts, x0, y0, matrix, a.spec, a.colours, a.phase)
         roi = (slice(y0, y0 + parts.shape[0]), slice(x0, x0 + parts.shape[1]))
-        rgb = water.haze(rgb * w.cast, w.water[roi], 0.7 * a.distance, w.turbidity)
+        rgb = water.haze(rgb * w.cast, w.water[roi], 0.6 * a.distance, w.turbidity)
         mask = parts > 0
         alpha = a.spec["alpha"]
         img[roi][mask] = alpha * rgb[mask] + (1 - alpha) * img[roi][mask]

@@ -67,7 +67,7 @@ def random_water(rng, size):
 
 def haze(rgb, water, distance, turbidity):
     """Blend colours toward the water colour by distance (0 near .. 1 far)."""
-    keep = np.exp(-(0.3 + 1.2 * turbidity) * distance)
+    keep = np.exp(-(0.2 + 0.9 * turbidity) * distance)
     return rgb * keep + water * (1 - keep)
 
 

@@ -1,0 +1,100 @@
+"""`python -m trainer <command>` / `reefwatch-train <command>`.
+
+Global options: `--config training_config.yaml` (defaults when left out) and
+repeatable `--set section.key=value`. A command's own flags are overrides too:
+a flag whose dest is `section.key` (e.g. `--images` -> synth.images) replaces
+that key, after `--set`. So precedence is: defaults < file < --set < flags.
+
+A stage plugs in with one COMMANDS entry: name -> (add_arguments, run), where
+add_arguments(parser) declares its flags and run(config) -> result does the
+work. Errors raised on purpose (TrainerError, EdgeError) become one line on
+stderr and exit code 2; success returns 0.
+"""
+import argparse
+import logging
+import sys
+
+from trainer.errors import TrainerError
+
+log = logging.getLogger(__name__)
+
+
+def _add_synth(parser):
+    parser.add_argument("--out", dest="synth.out_dir", metavar="DIR", help="output folder (empty or new)")
+    parser.add_argument("--images", dest="synth.images", type=int, metavar="N", help="number of still images")
+    parser.add_argument("--classes", dest="synth.classes", type=int, metavar="N",
+                        help="use the first N taxonomy classes (default 36)")
+    parser.add_argument("--seed", dest="synth.seed", type=int, help="random seed (default: general.seed)")
+    parser.add_argument("--imgsz", dest="synth.imgsz", type=int, help="square image size in pixels")
+    parser.add_argument("--background-fraction", dest="synth.background_fraction", type=float, metavar="F",
+                        help="share of stills with no animal, only distractors")
+    parser.add_argument("--val-fraction", dest="synth.val_fraction", type=float, metavar="F",
+                        help="share of stills and sequences put in val")
+    parser.add_argument("--sequences", dest="synth.sequences", type=int, metavar="K",
+                        help="number of short sequences with moving animals")
+    parser.add_argument("--sequence-length", dest="synth.sequence_length", type=int, metavar="L",
+                        help="frames per sequence")
+
+
+def _run_synth(config):
+    from trainer.data.synth import run_synth
+
+    path = run_synth(config, progress=True)
+    print("wrote %s" % path)
+    return path
+
+
+# name -> (add_arguments(parser), run(config) -> result). Add a stage here.
+COMMANDS = {
+    "synth": (_add_synth, _run_synth),
+}
+
+
+def build_parser(commands=None):
+    commands = COMMANDS if commands is None else commands
+    parser = argparse.ArgumentParser(prog="reefwatch-train", description="ReefWatch training pipeline")
+    parser.add_argument("--config", metavar="YAML", default=None,
+                        help="training_config.yaml to read (default: built-in defaults, "
+                             "see trainer/configs/training_config.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config key (repeatable), e.g. --set ssl.epochs=5")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (add_arguments, run) in commands.items():
+        add_arguments(sub.add_parser(name, help=(run.__doc__ or "").strip().split("\n")[0] or None))
+    return parser
+
+
+def flag_overrides(args):
+    """'section.key=value' strings for every command flag that was given."""
+    overrides = []
+    for dest, value in sorted(vars(args).items()):
+        if "." in dest and value is not None:
+            # YAML-quote strings so a path like 'null' or '1e3' stays a string.
+            text = value if not isinstance(value, str) else "'%s'" % value.replace("'", "''")
+            overrides.append("%s=%s" % (dest, text))
+    return overrides
+
+
+def main(argv=None, commands=None):
+    """Parse, load the config, run the command; 0 on success, 2 on a bad input (one line on stderr)."""
+    from edge.errors import EdgeError
+    from trainer.config import load_config
+
+    commands = COMMANDS if commands is None else commands
+    try:
+        args = build_parser(commands).parse_args(argv)
+    except SystemExit as e:     # argparse has printed usage or help already
+        return e.code if isinstance(e.code, int) else 2
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        config = load_config(args.config, list(args.overrides) + flag_overrides(args))
+        commands[args.command][1](config)
+    except (TrainerError, EdgeError) as e:
+        print("reefwatch-train %s: error: %s" % (args.command, e), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("reefwatch-train %s: interrupted" % args.command, file=sys.stderr)
+        return 130
+    return 0

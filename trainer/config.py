@@ -1,0 +1,275 @@
+"""training_config.yaml -> one typed, frozen, validated Config record.
+
+Precedence: the defaults written here < the yaml file < command-line overrides
+(`section.key=value`, values parsed as YAML). Every unknown or bad key or value
+raises ConfigError naming `section.key`, the value and what was expected.
+
+Adding a section is one dataclass plus one line in `Config`; each field says
+its type through the annotation and its range through `spec(...)` metadata.
+Fields marked `inherit=True` that are left null take the value of the
+same-named key in `general` when the config is loaded (e.g. ssl.batch_size).
+"""
+import dataclasses
+import re
+import typing
+from dataclasses import dataclass, field
+from typing import Optional
+
+import yaml
+
+from trainer.errors import ConfigError
+
+
+def spec(default, *, min=None, max=None, choices=None, inherit=False, min_exclusive=False, regex=False):
+    """A dataclass field with its validation rules kept in metadata."""
+    rules = {"min": min, "max": max, "choices": choices, "inherit": inherit,
+             "min_exclusive": min_exclusive, "regex": regex}
+    return field(default=default, metadata=rules)
+
+
+@dataclass(frozen=True)
+class GeneralConfig:
+    device: str = spec("cpu")                      # "cpu", "0", "0,1", "cuda:0", "mps"
+    batch_size: int = spec(16, min=1)
+    num_workers: int = spec(2, min=0)
+    seed: int = spec(0, min=0)
+    imgsz: int = spec(640, min=32)
+    output_dir: str = spec("runs")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    taxonomy: Optional[str] = spec(None)           # null: the packaged 36-class taxonomy
+    train_fraction: float = spec(0.7, min=0.0, max=1.0)
+    val_fraction: float = spec(0.15, min=0.0, max=1.0)
+    test_fraction: float = spec(0.15, min=0.0, max=1.0)
+    group_pattern: str = spec(r"^(\d+)_", regex=True)   # images sharing the match stay in one split
+    dedupe: bool = spec(True)
+    dedupe_hamming: int = spec(4, min=0, max=64)
+
+    def __post_init__(self):
+        total = self.train_fraction + self.val_fraction + self.test_fraction
+        if abs(total - 1.0) > 1e-6:
+            raise ConfigError("data.train_fraction + data.val_fraction + data.test_fraction = %g + %g + %g = %g; "
+                              "expected the three split ratios to sum to 1"
+                              % (self.train_fraction, self.val_fraction, self.test_fraction, total))
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    out_dir: str = spec("data/synth")
+    images: int = spec(1000, min=0)
+    classes: int = spec(36, min=1)
+    seed: Optional[int] = spec(None, min=0, inherit=True)
+    imgsz: int = spec(320, min=32)
+    background_fraction: float = spec(0.1, min=0.0, max=1.0)
+    val_fraction: float = spec(0.2, min=0.0, max=1.0)
+    sequences: int = spec(0, min=0)
+    sequence_length: int = spec(0, min=0)
+
+
+@dataclass(frozen=True)
+class SSLConfig:
+    model: str = spec("yolov8n.yaml")
+    epochs: int = spec(100, min=1)
+    batch_size: Optional[int] = spec(None, min=1, inherit=True)
+    lr: float = spec(1.5e-4, min=0.0, min_exclusive=True)
+    weight_decay: float = spec(0.1, min=0.0)
+    temperature: float = spec(1.0, min=0.0, min_exclusive=True)
+    momentum_base: float = spec(0.99, min=0.0, max=1.0)
+    proj_hidden_dim: int = spec(4096, min=1)
+    proj_dim: int = spec(256, min=1)
+    pred_hidden_dim: int = spec(4096, min=1)
+    crop_min_scale: float = spec(0.2, min=0.0, max=1.0, min_exclusive=True)
+    imgsz: Optional[int] = spec(None, min=32, inherit=True)
+    checkpoint_every: int = spec(10, min=1)
+    keep_last: int = spec(3, min=1)
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    model: str = spec("yolov8m.yaml")
+    epochs: int = spec(100, min=1)
+    imgsz: Optional[int] = spec(None, min=32, inherit=True)
+    batch_size: Optional[int] = spec(None, min=1, inherit=True)
+    patience: int = spec(50, min=0)
+    save_period: int = spec(10, min=-1)
+    keep_last: int = spec(3, min=1)
+    ssl_backbone: Optional[str] = spec(None)
+    optimizer: str = spec("SGD", choices=("SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp"))
+    lr0: float = spec(0.01, min=0.0, min_exclusive=True)
+    lrf: float = spec(0.01, min=0.0, min_exclusive=True)
+    momentum: float = spec(0.937, min=0.0, max=1.0)
+    weight_decay: float = spec(0.0005, min=0.0)
+    warmup_epochs: float = spec(3.0, min=0.0)
+
+
+@dataclass(frozen=True)
+class ActiveConfig:
+    k: int = spec(2000, min=1)
+    strategy: str = spec("least_confidence", choices=("least_confidence", "entropy", "margin", "disagreement"))
+    aggregate: str = spec("sum", choices=("sum", "mean", "max"))
+    low_conf: float = spec(0.7, min=0.0, max=1.0)
+    conf: float = spec(0.05, min=0.0, max=1.0)
+    dedupe_hamming: int = spec(6, min=0, max=64)
+    thumbnail_size: int = spec(128, min=16)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole resolved configuration; one attribute per section."""
+    general: GeneralConfig = field(default_factory=GeneralConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    ssl: SSLConfig = field(default_factory=SSLConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    active: ActiveConfig = field(default_factory=ActiveConfig)
+
+
+def section_types():
+    """Dict section name -> its dataclass, in file order."""
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def _check_type(where, value, annotation):
+    """The value converted to the annotated type, or ConfigError naming `where`."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Union and type(None) in args:
+        if value is None:
+            return None
+        annotation = next(a for a in args if a is not type(None))
+    if annotation is float and isinstance(value, str):
+        try:    # PyYAML reads 1e-3 (no dot) as a string
+            value = float(value)
+        except ValueError:
+            pass
+    if annotation is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)      # device: 0 means "0"
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }[annotation]
+    if not ok:
+        raise ConfigError("%s = %r: expected %s, got %s" % (where, value, annotation.__name__, type(value).__name__))
+    return float(value) if annotation is float else value
+
+
+def _check_rules(where, value, rules):
+    if value is None:
+        return
+    low, high = rules["min"], rules["max"]
+    if low is not None and (value < low or (rules["min_exclusive"] and value == low)):
+        raise ConfigError("%s = %r: expected a value %s %s" % (where, value, ">" if rules["min_exclusive"] else ">=", low))
+    if high is not None and value > high:
+        raise ConfigError("%s = %r: expected a value <= %s" % (where, value, high))
+    if rules["choices"] is not None and value not in rules["choices"]:
+        raise ConfigError("%s = %r: expected one of %s" % (where, value, ", ".join(rules["choices"])))
+    if rules["regex"]:
+        try:
+            re.compile(value)
+        except re.error as e:
+            raise ConfigError("%s = %r: expected a regular expression (%s)" % (where, value, e)) from e
+
+
+def _build_section(name, cls, values):
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError("unknown key %s.%s; valid keys in %r: %s"
+                          % (name, unknown[0], name, ", ".join(fields)))
+    checked = {}
+    for key, value in values.items():
+        where = "%s.%s" % (name, key)
+        checked[key] = _check_type(where, value, hints[key])
+        _check_rules(where, checked[key], fields[key].metadata)
+    return cls(**checked)
+
+
+def _inherit_general(sections):
+    """Fill null `inherit=True` fields from the same-named key of `general`."""
+    general = sections["general"]
+    for name, section in sections.items():
+        filled = {f.name: getattr(general, f.name) for f in dataclasses.fields(section)
+                  if f.metadata.get("inherit") and getattr(section, f.name) is None}
+        if filled:
+            sections[name] = dataclasses.replace(section, **filled)
+    return sections
+
+
+def parse_override(text):
+    """'section.key=value' -> (section, key, value parsed as YAML)."""
+    name, sep, raw = str(text).partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not section or not key:
+        raise ConfigError("override %r: expected section.key=value, e.g. ssl.epochs=5" % text)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError("override %r: value is not valid YAML (%s)" % (text, e)) from e
+    return section, key, value
+
+
+def _read_yaml(path):
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError("cannot read config file %s: %s" % (path, e.strerror or e)) from e
+    except yaml.YAMLError as e:
+        raise ConfigError("config file %s is not valid YAML: %s" % (path, e)) from e
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError("config file %s: expected a mapping of section -> {key: value}, got %s"
+                          % (path, type(raw).__name__))
+    return raw
+
+
+def config_from_dict(raw, overrides=(), origin="config"):
+    """A validated Config from a {section: {key: value}} dict plus 'section.key=value' overrides."""
+    types = section_types()
+    merged = {name: {} for name in types}
+    for section, values in (raw or {}).items():
+        if section not in types:
+            raise ConfigError("%s: unknown section %r; valid sections: %s" % (origin, section, ", ".join(types)))
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError("%s: section %r must be a mapping of key: value, got %s"
+                              % (origin, section, type(values).__name__))
+        merged[section].update(values)
+    for text in overrides:
+        section, key, value = parse_override(text)
+        if section not in types:
+            raise ConfigError("override %r: unknown section %r; valid sections: %s"
+                              % (text, section, ", ".join(types)))
+        merged[section][key] = value
+    sections = {name: _build_section(name, cls, merged[name]) for name, cls in types.items()}
+    return Config(**_inherit_general(sections))
+
+
+def load_config(path=None, overrides=()):
+    """Defaults < the yaml file at `path` (if given) < overrides like 'ssl.epochs=5'."""
+    raw = _read_yaml(path) if path is not None else {}
+    return config_from_dict(raw, overrides, origin=str(path) if path is not None else "config")
+
+
+def config_to_dict(config):
+    """Plain {section: {key: value}} dict, in declaration order."""
+    return {f.name: dataclasses.asdict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def save_config(config, path):
+    """Write the resolved config as YAML (saved beside every output); returns the path."""
+    text = "# ReefWatch resolved training config (defaults < file < overrides)\n"
+    text += yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=False)
+    try:
+        with open(path, "w") as f:
+            f.write(text)
+    except OSError as e:
+        raise ConfigError("cannot write config to %s: %s" % (path, e.strerror or e)) from e
+    return path
