@@ -22,7 +22,7 @@ def write(tmp_path, text, name="training_config.yaml"):
     ("data", "train_fraction", 0.7),
     ("data", "val_fraction", 0.15),
     ("data", "test_fraction", 0.15),
-    ("data", "group_pattern", r"^(\d+)_"),
+    ("data", "group_pattern", None),
     ("data", "taxonomy", None),
     ("synth", "classes", 36),
     ("ssl", "model", "yolov8n.yaml"),
@@ -36,7 +36,7 @@ def write(tmp_path, text, name="training_config.yaml"):
     ("baseline", "optimizer", "SGD"),
     ("baseline", "ssl_backbone", None),
     ("active", "k", 2000),
-    ("active", "strategy", "least_confidence"),
+    ("active", "strategy", "margin"),
     ("active", "aggregate", "sum"),
     ("active", "low_conf", 0.7),
 ])
@@ -142,7 +142,7 @@ def test_config_is_frozen():
 
 
 def test_save_then_load_round_trips(tmp_path):
-    config = load_config(overrides=["ssl.epochs=7", "general.batch_size=4", "active.strategy=margin"])
+    config = load_config(overrides=["ssl.epochs=7", "general.batch_size=4", "active.strategy=entropy"])
     path = save_config(config, str(tmp_path / "resolved.yaml"))
     again = load_config(path)
     assert again == config
@@ -192,7 +192,7 @@ def test_cli_precedence(tmp_path, file_images, sets, flags, expected):
     from trainer import cli
 
     seen = {}
-    commands = dict(cli.COMMANDS, synth=(cli.COMMANDS["synth"][0], lambda config: seen.setdefault("c", config)))
+    commands = dict(cli.COMMANDS, synth=(cli.COMMANDS["synth"][0], lambda config, args: seen.setdefault("c", config)))
     argv = []
     if file_images is not None:
         argv += ["--config", write(tmp_path, "synth: {images: %d}\n" % file_images)]

@@ -6,8 +6,8 @@ a flag whose dest is `section.key` (e.g. `--images` -> synth.images) replaces
 that key, after `--set`. So precedence is: defaults < file < --set < flags.
 
 A stage plugs in with one COMMANDS entry: name -> (add_arguments, run), where
-add_arguments(parser) declares its flags and run(config) -> result does the
-work. Errors raised on purpose (TrainerError, EdgeError) become one line on
+add_arguments(parser) declares its flags and run(config, args) -> result does
+the work. Errors raised on purpose (TrainerError, EdgeError) become one line on
 stderr and exit code 2; success returns 0.
 """
 import argparse
@@ -36,7 +36,7 @@ def _add_synth(parser):
                         help="frames per sequence")
 
 
-def _run_synth(config):
+def _run_synth(config, args):
     from trainer.data.synth import run_synth
 
     path = run_synth(config, progress=True)
@@ -44,9 +44,85 @@ def _run_synth(config):
     return path
 
 
-# name -> (add_arguments(parser), run(config) -> result). Add a stage here.
+def _add_data(parser):
+    from trainer.data.commands import add_data_arguments
+
+    add_data_arguments(parser)
+
+
+def _run_data(config, args):
+    from trainer.data.commands import run_data
+
+    return run_data(args, config)
+
+
+def _add_ssl(parser):
+    parser.add_argument("--images", required=True, help="folder (recursive) or list file of unlabelled images")
+    parser.add_argument("--out", required=True, help="output folder: checkpoints, backbone.pt, log")
+    parser.add_argument("--epochs", dest="ssl.epochs", type=int, help="default: ssl.epochs")
+    parser.add_argument("--model", dest="ssl.model", help="YOLO model yaml whose backbone is pretrained")
+    parser.add_argument("--no-resume", action="store_true", help="start over instead of resuming")
+
+
+def _run_ssl(config, args):
+    from trainer.config import save_config
+    from trainer.ssl import run_ssl
+
+    save_config(config, _beside(args.out, "training_config.yaml"))
+    result = run_ssl(config.ssl, config.general, args.images, args.out, resume=not args.no_resume)
+    print("ssl: %d epochs, last loss %.4f; backbone %s (transfer report %s)"
+          % (result.epochs_done, result.last_loss, result.backbone_path, result.transfer_report_path))
+    return result
+
+
+def _add_baseline(parser):
+    parser.add_argument("--data", required=True, help="dataset data.yaml")
+    parser.add_argument("--out", required=True, help="output folder: weights and metrics.json")
+    parser.add_argument("--ssl-backbone", dest="baseline.ssl_backbone", help="backbone.pt (or the ssl output folder)")
+    parser.add_argument("--epochs", dest="baseline.epochs", type=int, help="default: baseline.epochs")
+    parser.add_argument("--model", dest="baseline.model", help="YOLO model yaml, e.g. yolov8m.yaml")
+    parser.add_argument("--device", dest="general.device", help="cpu, 0, or 0,1 for several GPUs")
+    parser.add_argument("--no-resume", action="store_true", help="start over instead of resuming")
+
+
+def _run_baseline(config, args):
+    from trainer.config import save_config
+    from trainer.stages.baseline import run_baseline
+
+    save_config(config, _beside(args.out, "training_config.yaml"))
+    result = run_baseline(config.baseline, config.general, args.data, args.out, resume=not args.no_resume)
+    print("baseline: mAP50 %.4f, mAP50-95 %.4f; weights %s; metrics %s" % (
+        result.metrics.get("mAP50", float("nan")), result.metrics.get("mAP50-95", float("nan")),
+        result.weights, result.metrics_path))
+    return result
+
+
+def _add_active(parser):
+    from trainer.active.commands import add_active_arguments
+
+    add_active_arguments(parser)
+
+
+def _run_active(config, args):
+    from trainer.active.commands import run_active
+
+    return run_active(args, config)
+
+
+def _beside(folder, name):
+    import os
+
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, name)
+
+
+# name -> (add_arguments(parser), run(config, args) -> result or exit status). Add a stage here.
 COMMANDS = {
     "synth": (_add_synth, _run_synth),
+    "data": (_add_data, _run_data),
+    "ssl": (_add_ssl, _run_ssl),
+    "baseline": (_add_baseline, _run_baseline),
+    "active": (_add_active, _run_active),
 }
 
 
@@ -90,11 +166,12 @@ def main(argv=None, commands=None):
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         config = load_config(args.config, list(args.overrides) + flag_overrides(args))
-        commands[args.command][1](config)
+        result = commands[args.command][1](config, args)
     except (TrainerError, EdgeError) as e:
         print("reefwatch-train %s: error: %s" % (args.command, e), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("reefwatch-train %s: interrupted" % args.command, file=sys.stderr)
         return 130
-    return 0
+    # A stage may answer with an exit status (1: validation found problems, an import was rejected).
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0

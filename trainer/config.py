@@ -43,9 +43,9 @@ class DataConfig:
     train_fraction: float = spec(0.7, min=0.0, max=1.0)
     val_fraction: float = spec(0.15, min=0.0, max=1.0)
     test_fraction: float = spec(0.15, min=0.0, max=1.0)
-    group_pattern: str = spec(r"^(\d+)_", regex=True)   # images sharing the match stay in one split
-    dedupe: bool = spec(True)
-    dedupe_hamming: int = spec(4, min=0, max=64)
+    # null: the video/sequence name (file name less its frame number and Roboflow suffix);
+    # a regex keeps images sharing its match in one split, e.g. '^(\d+)_' for DeepFish sites.
+    group_pattern: Optional[str] = spec(None, regex=True)
 
     def __post_init__(self):
         total = self.train_fraction + self.val_fraction + self.test_fraction
@@ -73,6 +73,7 @@ class SSLConfig:
     model: str = spec("yolov8n.yaml")
     epochs: int = spec(100, min=1)
     batch_size: Optional[int] = spec(None, min=1, inherit=True)
+    optimizer: str = spec("adamw", choices=("adamw", "lars", "sgd"))
     lr: float = spec(1.5e-4, min=0.0, min_exclusive=True)
     weight_decay: float = spec(0.1, min=0.0)
     temperature: float = spec(1.0, min=0.0, min_exclusive=True)
@@ -107,12 +108,11 @@ class BaselineConfig:
 @dataclass(frozen=True)
 class ActiveConfig:
     k: int = spec(2000, min=1)
-    strategy: str = spec("least_confidence", choices=("least_confidence", "entropy", "margin", "disagreement"))
+    strategy: str = spec("margin", choices=("least_confidence", "entropy", "margin", "disagreement"))
     aggregate: str = spec("sum", choices=("sum", "mean", "max"))
     low_conf: float = spec(0.7, min=0.0, max=1.0)
     conf: float = spec(0.05, min=0.0, max=1.0)
-    dedupe_hamming: int = spec(6, min=0, max=64)
-    thumbnail_size: int = spec(128, min=16)
+    dedupe_hamming: int = spec(8, min=0, max=64)
 
 
 @dataclass(frozen=True)

@@ -16,28 +16,35 @@ from trainer.active.vendor_import import import_vendor, write_report
 
 def add_active_parser(subparsers):
     p = subparsers.add_parser("active", help="active learning: choose images to annotate, import annotations")
+    add_active_arguments(p)
+    return p
+
+
+def add_active_arguments(p):
+    """Flags whose dest is `active.<key>` override training_config.yaml's active section."""
     sub = p.add_subparsers(dest="active_command", required=True)
 
     sel = sub.add_parser("select", help="score an unlabelled pool and package the K most uncertain images")
     sel.add_argument("--model", required=True, help=".onnx file, ensemble bundle folder/.tar.gz, or .pt checkpoint")
     sel.add_argument("--pool", required=True, help="folder of unlabelled images (searched recursively)")
-    sel.add_argument("--k", type=int, default=2000, help="images to pick (default 2000)")
+    sel.add_argument("--k", dest="active.k", type=int, help="images to pick (default: active.k)")
     sel.add_argument("--out", required=True, help="package zip to write")
-    sel.add_argument("--strategy", choices=unc.STRATEGIES, default="margin",
-                     help="per-detection uncertainty (disagreement needs an ensemble bundle; default margin)")
-    sel.add_argument("--aggregate", choices=unc.AGGREGATES, default="sum", help="per image (default sum)")
-    sel.add_argument("--low-conf", type=float, default=unc.DEFAULT_LOW_CONF,
-                     help="least_confidence counts boxes below this score (default 0.7)")
-    sel.add_argument("--conf", type=float, default=0.05, help="detection threshold while scoring (default 0.05)")
+    sel.add_argument("--strategy", dest="active.strategy", choices=unc.STRATEGIES,
+                     help="per-detection uncertainty (disagreement needs an ensemble bundle; default active.strategy)")
+    sel.add_argument("--aggregate", dest="active.aggregate", choices=unc.AGGREGATES,
+                     help="per image (default active.aggregate)")
+    sel.add_argument("--low-conf", dest="active.low_conf", type=float,
+                     help="least_confidence counts boxes below this score (default active.low_conf)")
+    sel.add_argument("--conf", dest="active.conf", type=float,
+                     help="detection threshold while scoring (default active.conf)")
     sel.add_argument("--draft-conf", type=float, default=0.25,
                      help="boxes at or above this go into the package as drafts (default 0.25)")
     sel.add_argument("--empty-score", type=float, default=0.0,
                      help="score of an image without detections (default 0; raise to rank empty frames first)")
     sel.add_argument("--match-iou", type=float, default=unc.DEFAULT_MATCH_IOU,
                      help="disagreement: IoU for two models' boxes to agree (default 0.5)")
-    sel.add_argument("--max-distance", type=int, default=DEFAULT_MAX_DISTANCE,
-                     help="near-duplicate threshold in bits of the 64-bit perceptual hash (default %d)"
-                          % DEFAULT_MAX_DISTANCE)
+    sel.add_argument("--max-distance", dest="active.dedupe_hamming", type=int,
+                     help="near-duplicate threshold in bits of the 64-bit perceptual hash (default active.dedupe_hamming)")
     sel.add_argument("--imgsz", type=int, default=640, help="input size for a .pt export or a dynamic ONNX")
     sel.add_argument("--names", help="data.yaml giving class names when the ONNX carries none")
 
@@ -51,13 +58,28 @@ def add_active_parser(subparsers):
     return p
 
 
+def _active_settings(args, config):
+    """The active section: the resolved config's when given, else the flags over the section defaults."""
+    if config is not None:
+        section = config.active
+        return {k: getattr(section, k) for k in ("k", "strategy", "aggregate", "low_conf", "conf", "dedupe_hamming")}
+    from trainer.config import load_config
+
+    section = load_config().active
+    return {k: (getattr(args, "active." + k, None) if getattr(args, "active." + k, None) is not None
+                else getattr(section, k))
+            for k in ("k", "strategy", "aggregate", "low_conf", "conf", "dedupe_hamming")}
+
+
 def run_active(args, config=None, stream=None):
     """Run `active <command>`; 0 on success, 1 when an import was rejected."""
     stream = stream or sys.stdout
     if args.active_command == "select":
-        options = SelectOptions(k=args.k, strategy=args.strategy, aggregate=args.aggregate, low_conf=args.low_conf,
-                                conf=args.conf, draft_conf=args.draft_conf, empty_score=args.empty_score,
-                                match_iou=args.match_iou, max_distance=args.max_distance, imgsz=args.imgsz)
+        active = _active_settings(args, config)
+        options = SelectOptions(k=active["k"], strategy=active["strategy"], aggregate=active["aggregate"],
+                                low_conf=active["low_conf"], conf=active["conf"], draft_conf=args.draft_conf,
+                                empty_score=args.empty_score, match_iou=args.match_iou,
+                                max_distance=active["dedupe_hamming"], imgsz=args.imgsz)
         summary = run_select(args.model, args.pool, args.out, options, names_file=args.names)
         stream.write("selected %d of %d pool images (%s, %s) into %s\n"
                      % (summary["k"], summary["pool_size"], options.strategy, options.aggregate, args.out))

@@ -14,6 +14,11 @@ from trainer.data.taxonomy import load_taxonomy
 
 def add_data_parser(subparsers):
     p = subparsers.add_parser("data", help="import, validate and split datasets")
+    add_data_arguments(p)
+    return p
+
+
+def add_data_arguments(p):
     sub = p.add_subparsers(dest="data_command", required=True)
 
     imp = sub.add_parser("import", help="import a COCO/YOLO/VOC/DeepFish source into a YOLO dataset")
@@ -33,16 +38,18 @@ def add_data_parser(subparsers):
     spl = sub.add_parser("split", help="grouped, category-stratified train/val/test lists")
     spl.add_argument("dataset")
     spl.add_argument("--out", required=True, help="folder for train.txt, val.txt, test.txt and data.yaml")
-    spl.add_argument("--ratios", type=float, nargs="+", default=[0.7, 0.15, 0.15])
-    spl.add_argument("--group-pattern", help="regex on the file name giving the video/sequence key")
-    spl.add_argument("--seed", type=int, default=0)
+    spl.add_argument("--ratios", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
+                     help="split ratios (default: data.train_fraction, val_fraction, test_fraction)")
+    spl.add_argument("--group-pattern", dest="data.group_pattern", metavar="REGEX",
+                     help="regex on the file name giving the video/sequence key (default: data.group_pattern)")
+    spl.add_argument("--seed", dest="general.seed", type=int, metavar="N", help="default: general.seed")
     for q in (imp, val, spl):
         q.add_argument("--taxonomy", help="taxonomy yaml (default: the packaged 36-class one)")
     return p
 
 
 def _taxonomy(args, config):
-    path = getattr(args, "taxonomy", None) or getattr(config, "taxonomy", None)
+    path = getattr(args, "taxonomy", None) or (config.data.taxonomy if config is not None else None)
     return load_taxonomy(path if isinstance(path, str) else None)
 
 
@@ -66,8 +73,16 @@ def run_data(args, config=None, stream=None):
         _emit(stream, "validated %s" % args.dataset, rep, paths)
         return 0 if rep.ok or args.fix else 1
     if args.data_command == "split":
-        rep = split.split_dataset(args.dataset, args.out, taxonomy, ratios=args.ratios,
-                                  group_pattern=args.group_pattern, seed=args.seed)
+        if config is None:
+            from trainer.config import load_config
+
+            config = load_config()
+        data = config.data
+        ratios = args.ratios or [data.train_fraction, data.val_fraction, data.test_fraction]
+        pattern = getattr(args, "data.group_pattern", None) or data.group_pattern
+        seed = getattr(args, "general.seed", None)
+        rep = split.split_dataset(args.dataset, args.out, taxonomy, ratios=ratios, group_pattern=pattern,
+                                  seed=config.general.seed if seed is None else seed)
         _emit(stream, "split %s into %s" % (args.dataset, args.out), rep, rep.files)
         return 0
     raise ValueError("unknown data command %r" % args.data_command)  # argparse prevents this
