@@ -97,10 +97,23 @@ def _run_power(args, out):
     return run_power(args, out=out)
 
 
+def _add_serve(subparsers):
+    from edge.serve import add_serve_parser
+
+    add_serve_parser(subparsers)
+
+
+def _run_serve(args, out):
+    from edge.serve import run_serve
+
+    return run_serve(args, out)
+
+
 COMMANDS = {
     "bundle": (_add_bundle, _run_bundle),
     "detect": (_add_detect, _run_detect),
     "power": (_add_power, _run_power),
+    "serve": (_add_serve, _run_serve),
 }
 
 

@@ -1,0 +1,381 @@
+"""The daemon loop on fakes: a replaying backend that advances a fake clock, a constant-power meter.
+
+Every backend call takes STEP_S of fake time at POWER_W, so a profile's
+energy per frame is POWER_W x STEP_S x (backend calls it makes): single 1,
+ensemble 3 models, ensemble_flip 3 x 2 views, ensemble_full 3 x 7 views.
+"""
+import json
+import os
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from edge.backends.fake import FakeBackend
+from edge.bundle import DEFAULT_FUSION, Bundle, ClassSpec, ModelSpec
+from edge.config import load_edge_config
+from edge.daemon import Daemon, DaemonError
+from edge.energy import local_day_bounds_unix_s
+from edge.errors import BackendError, BundleError, ConfigError
+from edge.pipeline import Pipeline
+from edge.power.base import Meter, make_sample
+from edge.profiles import cascade_settings, profile_spec, resolve_class_ids, run_profile
+from edge.sources import Frame
+from edge.tta import view_plan
+
+POWER_W, STEP_S, SIZE, NC = 5.0, 0.1, 64, 3
+CALLS = {"single": 1, "ensemble": 3, "ensemble_flip": 6, "ensemble_full": 21}
+CLASSES = [ClassSpec(0, "turtle", "critical"), ClassSpec(1, "grouper", "important"), ClassSpec(2, "wrasse", "general")]
+VARIANTS = ("recall", "balanced", "precision")
+
+
+class FakeClock(object):
+    def __init__(self):
+        self.t = local_day_bounds_unix_s(time.time())[0] + 60.0  # just after local midnight
+        self.mono = 1000.0
+        self._lock = threading.Lock()
+
+    def time(self):
+        with self._lock:
+            return self.t
+
+    def monotonic(self):
+        with self._lock:
+            return self.mono
+
+    def advance(self, seconds):
+        with self._lock:
+            self.t += seconds
+            self.mono += seconds
+
+
+class ConstantMeter(Meter):
+    name = "constant"
+
+    def __init__(self, clock, power_w=POWER_W):
+        self.clock, self.power_w = clock, power_w
+
+    def read(self):
+        return make_sample(self.clock.monotonic(), self.power_w, source="constant", measured=True)
+
+
+def sha(version, variant):
+    return ("%s-%s" % (version, variant)).ljust(64, "0")
+
+
+def fake_bundle(root, version="v1", variants=VARIANTS):
+    models = [ModelSpec(v, v, os.path.join(root, v + ".onnx"), sha(version, v), "onnx",
+                        (SIZE, SIZE), 1, 0.25, 0.7, 1.0, None) for v in variants]
+    return Bundle(root, {}, models, CLASSES, [1.0] * NC, view_plan("full"), dict(DEFAULT_FUSION))
+
+
+class Scene(object):
+    """What the fake models see: one box of `class_id` at `score`, or a failure."""
+
+    def __init__(self, clock):
+        self.clock, self.class_id, self.score, self.step_s, self.fail, self.on_call = clock, 1, 0.9, STEP_S, False, None
+
+    def outputs(self, batch):
+        self.clock.advance(self.step_s)
+        if self.on_call is not None:
+            self.on_call()
+        if self.fail:
+            raise BackendError("fake engine fault")
+        out = np.zeros((batch.shape[0], 4 + NC, 2), np.float32)
+        out[:, :4, 0] = [32.0, 32.0, 20.0, 20.0]
+        out[:, 4 + self.class_id, 0] = self.score
+        return out
+
+
+class FakeBundles(object):
+    """pipeline_factory: a Pipeline over FakeBackends; `version` and `broken` control the next load."""
+
+    def __init__(self, scene):
+        self.scene, self.version, self.broken, self.opened = scene, "v1", False, []
+
+    def __call__(self, path):
+        if self.broken:
+            raise BundleError("%s/manifest.json: checksum of balanced.onnx does not match" % path)
+        bundle = fake_bundle(path, self.version)
+        backends = {m.name: FakeBackend(self.scene.outputs, input_shape=(3, SIZE, SIZE)) for m in bundle.models}
+        self.opened.append(Pipeline(bundle, backends))
+        return self.opened[-1]
+
+
+def frames(clock, count, hooks=None, corrupt=()):
+    """source_factory yielding `count` grey frames; hooks[i]() runs before frame i is taken."""
+    def factory(stop_event, wait):
+        def generate():
+            for i in range(count):
+                if hooks and i in hooks:
+                    hooks[i]()
+                if stop_event.is_set():
+                    return
+                image = None if i in corrupt else np.full((SIZE, SIZE, 3), 90, np.uint8)
+                yield Frame(i, clock.time(), image, "fake", "corrupt jpeg" if image is None else "", "")
+        return generate()
+    return factory
+
+
+@pytest.fixture
+def rig(tmp_path):
+    clock = FakeClock()
+    scene = Scene(clock)
+    bundles = FakeBundles(scene)
+
+    def make(count=10, hooks=None, corrupt=(), pace=False, max_failures=5, **settings):
+        values = dict(bundle=str(tmp_path / "bundle"), source="fake", store_path=str(tmp_path / "s.sqlite"),
+                      crops_dir=str(tmp_path / "crops"), store_synchronous="NORMAL", http_address="",
+                      budget_wh_day=1000.0, profile="ensemble_flip", interval_s=10.0)
+        values.update(settings)
+        config = load_edge_config(None, values)
+        return Daemon(config, pipeline_factory=bundles, source_factory=frames(clock, count, hooks, corrupt),
+                      meter=ConstantMeter(clock), clock=clock.time, monotonic=clock.monotonic, pace=pace,
+                      max_failures=max_failures)
+
+    rig = type("Rig", (), {})()
+    rig.clock, rig.scene, rig.bundles, rig.make, rig.tmp = clock, scene, bundles, make, tmp_path
+    return rig
+
+
+def stored(rig):
+    from edge.store import Store
+
+    with Store(str(rig.tmp / "s.sqlite"), check="none") as store:
+        return list(reversed(store.frame_rows())), store.detections_since()
+
+
+# ---- profiles -------------------------------------------------------------------
+
+@pytest.mark.parametrize("profile, models, views", [
+    ("single", ["balanced"], ["identity"]),
+    ("ensemble", list(VARIANTS), ["identity"]),
+    ("ensemble_flip", list(VARIANTS), ["identity", "hflip"]),
+    ("ensemble_full", list(VARIANTS), list(v.name for v in view_plan("full"))),
+])
+def test_profile_spec_maps_name_to_models_and_plan(profile, models, views):
+    got_models, plan = profile_spec(fake_bundle("/b"), profile)
+    assert got_models == models
+    assert [v.name for v in view_plan(plan)] == views
+
+
+def test_single_profile_without_balanced_model_uses_the_first():
+    assert profile_spec(fake_bundle("/b", variants=("recall", "precision")), "single")[0] == ["recall"]
+
+
+@pytest.mark.parametrize("profile", ["cascade", "turbo"])
+def test_profile_spec_refuses_two_stage_and_unknown_names(profile):
+    with pytest.raises(ConfigError, match=profile):
+        profile_spec(fake_bundle("/b"), profile)
+
+
+@pytest.mark.parametrize("classes, expected", [
+    (None, (0,)), (["grouper", 2], (1, 2)), (["2", "turtle"], (0, 2)), ([], ()),
+])
+def test_critical_classes_resolve_names_and_ids(classes, expected):
+    assert resolve_class_ids(fake_bundle("/b"), classes) == expected
+
+
+@pytest.mark.parametrize("classes, message", [(["shark"], "'shark' is not in bundle"), ([7], "out of range")])
+def test_unknown_critical_classes_are_named(classes, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_class_ids(fake_bundle("/b"), classes)
+
+
+# (class, score) of the first stage's only box -> escalated; band [0.25, 0.6], critical {turtle} from 0.3
+@pytest.mark.parametrize("class_id, score, escalated, kind", [
+    (1, 0.9, False, "outside"),
+    (1, 0.45, True, "uncertain band"),
+    (0, 0.9, True, "critical class 0"),
+    (1, 0.1, False, "no detections"),  # below the model's conf_thr 0.25
+])
+def test_cascade_escalates_on_critical_or_uncertain(class_id, score, escalated, kind):
+    scene = Scene(FakeClock())
+    scene.class_id, scene.score = class_id, score
+    pipeline = FakeBundles(scene)("/b")
+    settings = cascade_settings(pipeline.bundle, (0.25, 0.6), None, 0.3)
+    run = run_profile(pipeline, np.full((SIZE, SIZE, 3), 90, np.uint8), "cascade", settings)
+    detections, label, did_escalate = run
+    assert did_escalate == escalated and kind in run.reason
+    assert label == ("cascade:ensemble_full" if escalated else "cascade:single")
+    calls = sum(len(b.calls) for b in pipeline.backends.values())
+    assert calls == CALLS["single"] + (CALLS["ensemble_full"] if escalated else 0)
+
+
+# ---- the loop ---------------------------------------------------------------------
+
+def test_each_frame_is_stored_with_energy_latency_versions_and_crops(rig):
+    rig.scene.class_id = 0  # critical: every detection gets a crop
+    summary = rig.make(count=4, profile="ensemble_flip").run()
+    rows, detections = stored(rig)
+    calls = CALLS["ensemble_flip"]
+    assert summary["processed"] == 4 and [r["status"] for r in rows] == ["ok"] * 4
+    for row in rows:
+        assert row["profile"] == "ensemble_flip" and row["n_detections"] == 1
+        assert row["latency_s"] == pytest.approx(calls * STEP_S)
+        assert row["energy_j"] == pytest.approx(POWER_W * calls * STEP_S)
+        assert json.loads(row["model_versions"]) == {v: sha("v1", v)[:12] for v in VARIANTS}
+    assert [d["class_name"] for d in detections] == ["turtle"] * 4
+    assert all(os.path.isfile(d["crop_path"]) for d in detections)
+
+
+def test_non_critical_detections_get_no_crop(rig):
+    rig.make(count=2, profile="single").run()
+    assert [d["crop_path"] for d in stored(rig)[1]] == [None, None]
+
+
+def _projected_wh(profile, energy_scale=1.0):
+    frames_per_day = 86400.0 / 10.0
+    return frames_per_day * POWER_W * STEP_S * CALLS[profile] * energy_scale / 3600.0
+
+
+def test_governor_probes_profiles_picks_richest_that_fits_and_switches_down(rig):
+    budget = 8.0
+    assert _projected_wh("ensemble_flip") < budget < _projected_wh("ensemble_full")
+    assert _projected_wh("single", 4) < budget < _projected_wh("ensemble", 4)
+
+    def costlier():
+        rig.scene.step_s = 4 * STEP_S  # every profile now costs 4x
+
+    rig.make(count=60, hooks={20: costlier}, profile="auto", budget_wh_day=budget).run()
+    labels = [r["profile"] for r in stored(rig)[0]]
+    # Frame 0 runs the poorest profile; then each unmeasured stage once, poorest first.
+    assert labels[:4] == ["single", "ensemble_full", "ensemble", "ensemble_flip"]
+    assert set(labels[4:20]) == {"ensemble_flip"}
+    assert labels[-5:] == ["single"] * 5
+
+
+def test_budget_too_small_processes_only_the_affordable_share(rig):
+    budget = 0.5 * _projected_wh("single")
+    summary = rig.make(count=40, profile="single", budget_wh_day=budget).run()
+    rows = stored(rig)[0]
+    skipped = [r for r in rows if r["status"] == "skipped"]
+    assert summary["skipped_budget"] == len(skipped) and {r["reason"] for r in skipped} == {"budget"}
+    assert 15 <= len(skipped) <= 22
+    assert summary["processed"] + len(skipped) == 40
+
+
+def test_cascade_escalations_are_recorded(rig):
+    def scene(score):
+        return lambda: setattr(rig.scene, "score", score)
+
+    hooks = {i: scene(0.45 if i % 2 else 0.9) for i in range(6)}
+    summary = rig.make(count=6, hooks=hooks, profile="cascade").run()
+    rows = stored(rig)[0]
+    assert [r["profile"] for r in rows] == ["cascade:single", "cascade:ensemble_full"] * 3
+    assert all("uncertain band" in r["reason"] for r in rows[1::2])
+    full_j = POWER_W * STEP_S * (CALLS["single"] + CALLS["ensemble_full"])
+    assert [r["energy_j"] for r in rows[1::2]] == pytest.approx([full_j] * 3)
+    assert summary["escalated"] == 3
+
+
+def test_corrupt_frames_are_stored_as_skipped_and_counted(rig):
+    daemon = rig.make(count=5, corrupt=(1, 3), profile="single")
+    summary = daemon.run()
+    rows = stored(rig)[0]
+    assert [r["status"] for r in rows] == ["ok", "skipped", "ok", "skipped", "ok"]
+    assert rows[1]["reason"] == "corrupt jpeg"
+    assert summary["skipped_corrupt"] == 2 and daemon.status.snapshot()["frames_skipped"] == 2
+
+
+def test_a_backend_error_skips_one_frame_and_the_loop_goes_on(rig):
+    hooks = {2: lambda: setattr(rig.scene, "fail", True), 3: lambda: setattr(rig.scene, "fail", False)}
+    summary = rig.make(count=5, hooks=hooks, profile="single").run()
+    rows = stored(rig)[0]
+    assert [r["status"] for r in rows] == ["ok", "ok", "skipped", "ok", "ok"]
+    assert rows[2]["reason"].startswith("error:") and "fake engine fault" in rows[2]["reason"]
+    assert summary["failed"] == 1 and summary["processed"] == 4
+
+
+def test_consecutive_backend_failures_stop_the_daemon_and_close_everything(rig):
+    daemon = rig.make(count=10, hooks={1: lambda: setattr(rig.scene, "fail", True)}, profile="single",
+                      max_failures=3)
+    with pytest.raises(DaemonError, match="3 consecutive frames failed"):
+        daemon.run()
+    assert [r["status"] for r in stored(rig)[0]] == ["ok", "skipped", "skipped", "skipped"]
+    assert all(b.closed for b in rig.bundles.opened[0].backends.values())
+
+
+def test_reload_swaps_to_the_new_bundle_between_frames(rig):
+    daemon = None
+
+    def new_bundle():
+        rig.bundles.version = "v2"
+        daemon.request_reload()
+
+    daemon = rig.make(count=5, hooks={2: new_bundle}, profile="single")
+    summary = daemon.run()
+    versions = [json.loads(r["model_versions"]) for r in stored(rig)[0]]
+    assert versions == [{"balanced": sha("v1", "balanced")[:12]}] * 2 + [{"balanced": sha("v2", "balanced")[:12]}] * 3
+    assert summary["reloads"] == 1 and len(rig.bundles.opened) == 2
+    assert all(b.closed for b in rig.bundles.opened[0].backends.values())
+
+
+def test_reload_of_a_broken_bundle_keeps_the_old_one_serving(rig):
+    daemon = None
+
+    def broken_bundle():
+        rig.bundles.broken = True
+        daemon.request_reload()
+
+    daemon = rig.make(count=5, hooks={2: broken_bundle}, profile="single")
+    summary = daemon.run()
+    rows = stored(rig)[0]
+    assert [r["status"] for r in rows] == ["ok"] * 5
+    assert {r["model_versions"] for r in rows} == {json.dumps({"balanced": sha("v1", "balanced")[:12]})}
+    assert summary["reload_failures"] == 1 and summary["reloads"] == 0 and len(rig.bundles.opened) == 1
+
+
+def test_stop_finishes_the_frame_in_flight_and_takes_no_more(rig):
+    daemon = None
+
+    def stop_during_inference():
+        rig.scene.on_call = daemon.request_stop
+
+    daemon = rig.make(count=10, hooks={3: stop_during_inference}, profile="ensemble")
+    summary = daemon.run()
+    rows = stored(rig)[0]
+    assert summary["frames"] == 4 and [r["status"] for r in rows] == ["ok"] * 4
+    assert rows[-1]["latency_s"] == pytest.approx(CALLS["ensemble"] * STEP_S)  # all three models ran
+
+
+def test_stop_cuts_the_pacing_sleep_short(rig):
+    daemon = rig.make(count=3, pace=True, interval_s=30.0, profile="single")
+    timer = threading.Timer(0.3, daemon.request_stop)
+    timer.start()
+    start = time.monotonic()
+    summary = daemon.run()
+    timer.join()
+    assert time.monotonic() - start < 5.0 and summary["frames"] == 1
+
+
+def test_restart_restores_todays_spend_from_the_store(rig):
+    rig.make(count=3, profile="single").run()
+    daemon = rig.make(count=0, profile="single")
+    daemon.run()
+    spent_j = 3 * POWER_W * STEP_S * CALLS["single"]
+    assert daemon.governor.spent_wh() == pytest.approx(spent_j / 3600.0)
+    assert daemon.governor.estimate_j("single") == pytest.approx(POWER_W * STEP_S)
+
+
+def test_http_metrics_and_detections_answer_while_running(rig):
+    answers = {}
+    daemon = None
+
+    def query():
+        host, port = daemon.http_address
+        for path in ("/metrics", "/detections?since=0", "/healthz"):
+            with urllib.request.urlopen("http://%s:%d%s" % (host, port, path), timeout=5) as response:
+                answers[path] = (response.status, response.read().decode("utf-8"))
+
+    daemon = rig.make(count=5, hooks={3: query}, profile="single", http_address="127.0.0.1:0")
+    daemon.run()
+    status, metrics = answers["/metrics"]
+    assert status == 200 and "reefwatch_frames_total 3" in metrics
+    assert 'reefwatch_profile{profile="single"} 1' in metrics
+    status, body = answers["/detections?since=0"]
+    assert status == 200 and len(json.loads(body)["detections"]) == 3
+    assert answers["/healthz"][0] == 200
+    assert daemon.http_address is None  # stopped with the daemon
