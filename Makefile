@@ -44,7 +44,7 @@ test-py36:
 	else $(MAKE) --no-print-directory $(STAMP36) && $(VENV36)/bin/python -m pytest -q -p no:cacheprovider tests; fi
 
 demo: $(STAMP)
-	$(BIN)/python -m demo --out out/demo
+	$(BIN)/python -m benchmarks.demo --out out/demo
 
 clean:
 	rm -rf $(VENV) $(VENV36) out .pytest_cache

@@ -103,6 +103,8 @@ class BaselineConfig:
     momentum: float = spec(0.937, min=0.0, max=1.0)
     weight_decay: float = spec(0.0005, min=0.0)
     warmup_epochs: float = spec(3.0, min=0.0)
+    mosaic: float = spec(1.0, min=0.0, max=1.0)
+    cache: bool = spec(False)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ CATEGORIES = ("critical", "important", "general")
 DEFAULT_36_CATEGORIES = {i: "critical" if i < 20 else "important" if i < 29 else "general" for i in range(36)}
 PERIODIC_RE = re.compile(r"^epoch(\d+)\.pt$")
 # Config attributes passed to ultralytics under the same name when present.
-OPTIONAL_TRAIN_ARGS = ("optimizer", "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs")
+OPTIONAL_TRAIN_ARGS = ("optimizer", "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "mosaic", "cache")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,129 @@
+"""Accuracy of a bundle on a labelled YOLO dataset, for each inference profile.
+
+    python -m benchmarks.accuracy --bundle DIR --data data.yaml [--split val] \
+        [--profiles single,ensemble,ensemble_flip,ensemble_full] [--limit N] [--report DIR]
+
+Prints mAP50, recall per category at the bundle's operating score and the
+median frame time of each profile; with --report writes JSON and a
+precision-recall PNG (all classes pooled, and critical species).
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+from benchmarks.common import median_ms, write_json
+from edge.bundle import load_bundle
+from edge.detect import read_image
+from edge.metrics import evaluate, pooled_curve
+from edge.pipeline import Pipeline
+from edge.profiles import cascade_settings, run_profile
+
+DEFAULT_PROFILES = ("single", "ensemble", "ensemble_flip", "ensemble_full", "cascade")
+
+
+def load_ground_truth(data_yaml, split, limit=None):
+    """[(image path, (xyxy pixels, class ids))] of one split of a YOLO dataset."""
+    from trainer.data.yolo_dataset import label_path_for, read_data_yaml, read_yolo_labels
+
+    _, splits = read_data_yaml(data_yaml)
+    if split not in splits:
+        raise ValueError("%s has no %r split (it has %s)" % (data_yaml, split, sorted(splits)))
+    items = []
+    for path in sorted(splits[split])[:limit]:
+        h, w = read_image(path).shape[:2]
+        label = label_path_for(path)
+        cls, xywhn = read_yolo_labels(label) if os.path.exists(label) else (np.zeros(0, int), np.zeros((0, 4)))
+        xywh = np.asarray(xywhn, np.float32).reshape(-1, 4) * [w, h, w, h]
+        xyxy = np.concatenate([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], axis=1)
+        items.append((path, (xyxy, np.asarray(cls))))
+    return items
+
+
+def evaluate_profiles(pipeline, items, profiles, score_thr=0.25):
+    bundle = pipeline.bundle
+    categories = {c.id: c.category for c in bundle.classes}
+    frames = [read_image(path) for path, _ in items]
+    ground_truth = [gt for _, gt in items]
+    cascade = cascade_settings(bundle)  # the daemon's defaults: band 0.25-0.6, critical species >= 0.3
+    results = {}
+    for profile in profiles:
+        predictions, times, escalated = [], [], 0
+        for frame in frames:
+            start = time.perf_counter()
+            run = run_profile(pipeline, frame, profile, cascade)
+            times.append(time.perf_counter() - start)
+            predictions.append(run[0])
+            escalated += bool(run[2])
+        result = evaluate(predictions, ground_truth, bundle.num_classes, categories, score_thr=score_thr)
+        result["frame_ms"] = median_ms(times)
+        result["mean_frame_ms"] = 1000.0 * float(np.mean(times))
+        if profile == "cascade":
+            result["escalated_share"] = escalated / float(len(frames))
+        critical = [c for c in result["curves"] if c.num_gt and categories.get(c.class_id) == "critical"]
+        result["pooled"] = pooled_curve([c for c in result["curves"] if c.num_gt])
+        result["critical"] = pooled_curve(critical) if critical else None
+        results[profile] = result
+    return results
+
+
+def plot_pr(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for ax, key, title in ((axes[0], "pooled", "all classes"), (axes[1], "critical", "critical species")):
+        for profile, r in results.items():
+            curve = r[key]
+            if curve is not None and len(curve.recall):
+                ax.plot(curve.recall, curve.precision, label="%s (AP50 %.3f)" % (profile, curve.ap50))
+        ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Precision-recall, " + title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def summary(results):
+    return {p: {k: v for k, v in r.items() if k not in ("curves", "pooled", "critical")} for p, r in results.items()}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", required=True)
+    parser.add_argument("--data", required=True, help="YOLO data.yaml")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--profiles", default=",".join(DEFAULT_PROFILES))
+    parser.add_argument("--limit", type=int, default=None, help="first N images of the split")
+    parser.add_argument("--score-thr", type=float, default=0.25, help="operating score for recall")
+    parser.add_argument("--backend", default="onnxruntime")
+    parser.add_argument("--report", default=None, help="folder for accuracy.json and precision_recall.png")
+    args = parser.parse_args(argv)
+    bundle = load_bundle(args.bundle)
+    items = load_ground_truth(args.data, args.split, args.limit)
+    with Pipeline.open(bundle, backend=args.backend) as pipeline:
+        results = evaluate_profiles(pipeline, items, args.profiles.split(","), args.score_thr)
+    print("%d images of %s (%s split)" % (len(items), args.data, args.split))
+    print("%-14s %7s %9s %9s %9s %9s" % ("profile", "mAP50", "critical", "important", "general", "frame ms"))
+    for profile, r in results.items():
+        rc = r["recall_by_category"]
+        print("%-14s %7.3f %9s %9s %9s %9.1f" % (profile, r["map50"], *("%.3f" % rc[k] if k in rc else "-"
+                                                  for k in ("critical", "important", "general")), r["frame_ms"]))
+    print("(recall per category at score >= %.2f)" % args.score_thr)
+    if "cascade" in results:
+        print("cascade escalated %.1f%% of frames to the full ensemble" % (100 * results["cascade"]["escalated_share"]))
+    if args.report:
+        os.makedirs(args.report, exist_ok=True)
+        write_json(os.path.join(args.report, "accuracy.json"), summary(results))
+        print("wrote %s" % plot_pr(results, os.path.join(args.report, "precision_recall.png")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
