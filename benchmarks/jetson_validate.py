@@ -33,6 +33,7 @@ from edge.backends import open_backend, run_batched  # noqa: E402
 from edge.boxes import box_iou  # noqa: E402
 from edge.decode import EFFICIENT_NMS_OUTPUTS, decode_outputs  # noqa: E402
 from edge.errors import EdgeError  # noqa: E402
+from edge.tta import prepare_views, view_plan  # noqa: E402
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 # L4T release -> JetPack, for the Nano's JetPack 4 line.
@@ -66,17 +67,10 @@ def build_parser():
 
 # Inputs --------------------------------------------------------------------
 
-def letterbox(image_bgr, height, width, pad_value=114):
-    """A BGR uint8 image resized into (height, width) keeping its aspect, as (3, H, W) RGB float32 in 0..1."""
-    import cv2
-    h, w = image_bgr.shape[:2]
-    scale = min(float(height) / h, float(width) / w)
-    new_h, new_w = int(round(h * scale)), int(round(w * scale))
-    resized = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    canvas = np.full((height, width, 3), pad_value, np.uint8)
-    top, left = (height - new_h) // 2, (width - new_w) // 2
-    canvas[top:top + new_h, left:left + new_w] = resized
-    return canvas[:, :, ::-1].transpose(2, 0, 1).astype(np.float32) / 255.0
+def letterbox(image_bgr, height, width):
+    """A BGR uint8 image as the runtime feeds it: (3, H, W) RGB float32 in 0..1 (edge.tta's letterbox)."""
+    batch, _ = prepare_views(image_bgr, view_plan("none"), width, height)
+    return batch[0]
 
 
 def load_inputs(chw, images_dir=None, count=8, seed=0):
