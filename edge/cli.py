@@ -59,6 +59,7 @@ def _add_detect(subparsers):
     detect.add_argument("--models", default=None, help="comma-separated subset of the bundle's models")
     detect.add_argument("--backend", default="auto", choices=BACKENDS)
     detect.add_argument("--save-images", default=None, metavar="DIR", help="write frames with boxes drawn")
+    detect.add_argument("--draw-thr", type=float, default=0.25, help="draw boxes scoring at least this")
 
 
 def _run_detect(args, out):
@@ -70,7 +71,7 @@ def _run_detect(args, out):
     models = args.models.split(",") if args.models else None
     with Pipeline.open(bundle, backend=args.backend) as pipeline:
         summary = run_detect(pipeline, args.source, args.out, models=models, plan=args.tta,
-                             save_images=args.save_images, progress=_progress(out))
+                             save_images=args.save_images, progress=_progress(out), draw_thr=args.draw_thr)
     out.write("%(frames)d frames, %(skipped)d skipped, %(detections)d detections -> %(results)s\n" % summary)
     for item in summary["skipped_files"]:
         out.write("  skipped %(file_name)s: %(reason)s\n" % item)

@@ -90,8 +90,11 @@ def draw_detections(frame, detections, names, categories=None):
     return out
 
 
-def run_detect(pipeline, source, out_path, models=None, plan=None, save_images=None, progress=None):
-    """Detect over a source; returns a summary dict. Unreadable frames are skipped and counted."""
+def run_detect(pipeline, source, out_path, models=None, plan=None, save_images=None, progress=None, draw_thr=0.25):
+    """Detect over a source; returns a summary dict. Unreadable frames are skipped and counted.
+
+    Every detection goes into the results; drawn frames show those scoring at least draw_thr.
+    """
     bundle = pipeline.bundle
     names = bundle.names
     categories = {c.id: c.category for c in bundle.classes}
@@ -109,7 +112,8 @@ def run_detect(pipeline, source, out_path, models=None, plan=None, save_images=N
         results.extend(coco_results(detections, image_id, name, names))
         if save_images:
             stem = os.path.splitext(name)[0]
-            cv2.imwrite(os.path.join(save_images, stem + ".jpg"), draw_detections(frame, detections, names, categories))
+            shown = detections[detections.score >= draw_thr]
+            cv2.imwrite(os.path.join(save_images, stem + ".jpg"), draw_detections(frame, shown, names, categories))
     _write_json_atomically(out_path, results)
     return {"frames": frames, "skipped": len(skipped), "skipped_files": skipped, "detections": len(results),
             "results": out_path}
