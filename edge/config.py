@@ -169,6 +169,7 @@ _FIELDS = (
     ("crops_dir", "/var/lib/reefwatch/crops", _text, True),
     ("crops_max_bytes", 2 * GIB, _bytes, False),
     ("min_free_bytes", 512 * MIB, _bytes, False),
+    ("crops_per_frame", 4, lambda k, v: _number(k, v, minimum=0, integer=True), False),
     ("reconnect_initial_s", 1.0, _positive, False),
     ("reconnect_max_s", 60.0, _positive, False),
     ("reconnect_factor", 2.0, lambda k, v: _number(k, v, minimum=1.0), False),

@@ -4,6 +4,11 @@ One owner per resource, opened in this order and closed in reverse by
 `run()`: store, crops, pipeline (backends), power sampler, HTTP server,
 source. The meter is opened and closed by the caller (it chose it).
 
+After a restart the store is the memory: the governor gets back today's
+spend, each profile's recent energy and the cascade's escalation rate, and
+a folder source skips the files whose frames are already stored (each frame
+records its origin), so only the frame in flight at a crash is read again.
+
 Each frame: the governor plans a profile and a frame fraction (frames over
 the share it can afford are recorded as skipped, reason "budget"); the
 pipeline runs inside an energy window per stage, so every stored frame
@@ -21,16 +26,18 @@ import logging
 import threading
 import time
 
+from edge.crops import CropStore
 from edge.energy import CASCADE_ESCALATION, CASCADE_FIRST, Governor
 from edge.errors import BackendError, ConfigError, DecodeError, EdgeError, FrameError
 from edge.http import EdgeHttpServer, LiveStatus
 from edge.power.sampler import PowerSampler
 from edge.profiles import CASCADE, STATIC_PROFILES, run_profile, settings_from_config
-from edge.store import CropStore, Store, StoreError
+from edge.store import Store, StoreError
 
 logger = logging.getLogger(__name__)
 
 FRAME_ERRORS = (BackendError, DecodeError, FrameError)  # one bad frame: count it, go on
+ESCALATED_LABEL = "%s:%s" % (CASCADE, CASCADE_ESCALATION)  # the label run_profile gives an escalated frame
 COUNTERS = ("frames", "processed", "skipped_corrupt", "skipped_budget", "failed", "escalated", "probes",
             "reloads", "reload_failures", "detections")
 
@@ -183,6 +190,7 @@ class Daemon(object):
         source = self.source_factory(self._stop, self._idle)
         if hasattr(source, "close"):
             stack.callback(source.close)
+        self._resume(source)
         self.status.beat()
         self.notifier.ready("serving %s with %s" % (config.source, ", ".join(self.profiles)))
         return source
@@ -198,17 +206,32 @@ class Daemon(object):
             logger.info("idle power %.2f W over %.1f s (config idle_power_w %.2f W)", idle_w,
                         self.measure_idle_s, self.config.idle_power_w)
 
+    def _resume(self, source):
+        """Tell a source that can skip what is already stored (a folder) which origins those are."""
+        resume_from = getattr(source, "resume_from", None)
+        if resume_from is None:
+            return
+        done = self.store.recorded_origins(source.name)
+        resume_from(done)
+        if done:
+            logger.info("resuming %s: %d files already in the store are skipped", source.name, len(done))
+
     def _restore_governor(self):
-        """Per-profile energy from recent frames, today's spend from the store's totals."""
-        rows = [r for r in reversed(self.store.frame_rows(limit=200))
+        """Per-profile energy and the escalation rate from recent frames, today's spend from the store's totals."""
+        recent = list(reversed(self.store.frame_rows(limit=1000)))  # oldest first
+        rows = [r for r in recent[-200:]
                 if r["status"] == "ok" and r["energy_j"] is not None and r["profile"] in STATIC_PROFILES]
         for row in rows:
             self.governor.observe(row["profile"], row["energy_j"], row["latency_s"], t_unix_s=row["t_unix_s"])
+        cascade = [r["profile"] == ESCALATED_LABEL for r in recent
+                   if r["status"] == "ok" and r["profile"].startswith(CASCADE + ":")]
+        self.governor.restore_escalations(cascade)
         now = self.clock()
         totals = self.store.today_totals(now)
         self.governor.restore_spent(totals["energy_j"], totals["latency_s"], t_unix_s=now)
-        logger.info("restored from store: %d frames today, %.3f Wh spent, energy of %d recent frames",
-                    totals["frames"], totals["energy_j"] / 3600.0, len(rows))
+        logger.info("restored from store: %d frames today, %.3f Wh spent, energy of %d recent frames, "
+                    "escalation rate %.2f over %d cascade frames", totals["frames"], totals["energy_j"] / 3600.0,
+                    len(rows), self.governor.escalation_rate, len(cascade))
 
     def _load_pipeline(self):
         """A new pipeline for config.bundle and its cascade settings; closes it again if the settings fail."""
@@ -334,7 +357,7 @@ class Daemon(object):
 
     def _skip(self, frame, reason, profile=""):
         self.store.record_frame(frame.t_unix_s, frame.source, frame.frame_id, status="skipped", reason=reason,
-                                profile=profile)
+                                profile=profile, origin=frame.origin)
         self.status.record_frame(skipped=True)
 
     def _store(self, frame, run):
@@ -344,7 +367,8 @@ class Daemon(object):
         versions = {m.name: m.sha256[:12] for m in bundle.models if m.name in run.models}
         self.store.record_frame(frame.t_unix_s, frame.source, frame.frame_id, run.detections, profile=run.label,
                                 latency_s=latency_s, energy_j=energy_j, reason=run.reason, model_versions=versions,
-                                class_names=bundle.names, crop_paths=self._crops(frame, run.detections))
+                                class_names=bundle.names, crop_paths=self._crops(frame, run.detections),
+                                origin=frame.origin)
         self.counters["processed"] += 1
         self.counters["detections"] += len(run.detections)
         self.counters["escalated"] += int(run.escalated)
@@ -356,7 +380,7 @@ class Daemon(object):
             return None
         try:
             return self.crops.save_critical(frame.image, detections, self._cascade.critical_ids, frame.t_unix_s,
-                                            frame.source, frame.frame_id)
+                                            frame.source, frame.frame_id, max_crops=self.config.crops_per_frame)
         except StoreError as e:  # a full or broken crops disk must not stop detection
             logger.warning("crops of frame %s not saved: %s", frame.frame_id, e)
             return None

@@ -300,6 +300,11 @@ class Governor(object):
         self._now(t_unix_s)
         self._spent_j, self._busy_s = float(inference_j), float(busy_s)
 
+    def restore_escalations(self, flags):
+        """Replay recent cascade outcomes after a restart (oldest first, True = escalated)."""
+        for escalated in flags:
+            self._escalation.add(escalated)
+
     @property
     def escalation_rate(self):
         return self._escalation.value

@@ -4,6 +4,11 @@ Every source yields `Frame` records: (frame_id, t_unix_s, image, source,
 reason, origin). `image` is a BGR uint8 array, or None with `reason` saying
 why the frame was unusable (corrupt frame or file); those are counted in the
 source's `counters`. Live sources reconnect with capped exponential backoff.
+
+`origin` names where a frame came from, and is stored with it: the file's
+path for a folder source, "<source name>#<frame index>" for the others. A
+folder source told which origins are already stored (`skip`, `resume_from`)
+does not read those files again after a restart.
 """
 import collections
 import glob
@@ -171,7 +176,7 @@ class CaptureSource(FrameSource):
                 first = False
             ok, image = self._cap.read()
             if ok:
-                yield self._frame(image)
+                yield self._frame(image, origin="{}#{}".format(self.name, self._next_id))
                 continue
             self._cap.release()
             self._cap = None
@@ -192,11 +197,14 @@ class FolderSource(FrameSource):
     its mtime is older than `settle_s`. With `watch=False` the source ends
     after the files that are ready; otherwise it polls every `poll_interval_s`
     until `stop_event` is set. `wait(seconds)` is injectable (default: the
-    stop event's wait, so stopping is immediate).
+    stop event's wait, so stopping is immediate). `skip` (a set of paths, or
+    a callable path -> bool) names files already handled, e.g. by a run
+    before a restart (Store.recorded_origins): they are passed over unread
+    and counted in `counters["already_recorded"]`.
     """
 
     def __init__(self, root, poll_interval_s=1.0, watch=True, stop_event=None, settle_s=2.0,
-                 extensions=IMAGE_EXTENSIONS, imread=None, wait=None, clock=time.time):
+                 extensions=IMAGE_EXTENSIONS, imread=None, wait=None, clock=time.time, skip=None):
         FrameSource.__init__(self, "folder:{}".format(root), stop_event, clock)
         if not os.path.isdir(root):
             raise SourceError("image folder {} does not exist".format(root))
@@ -209,6 +217,23 @@ class FolderSource(FrameSource):
         self.wait = wait
         self._done = set()
         self._sizes = {}  # name -> (size, mtime) at the last poll, for files not yet read
+        self.counters["already_recorded"] = 0
+        self._skip = None
+        self.resume_from(skip)
+
+    def resume_from(self, skip):
+        """Pass over the origins in `skip` (a set of paths or a callable path -> bool); before iterating."""
+        if skip is None or callable(skip):
+            self._skip = skip
+        else:
+            self._skip = frozenset(skip).__contains__
+
+    def _skipped(self, name):
+        if self._skip is None or not self._skip(os.path.join(self.root, name)):
+            return False
+        self._done.add(name)
+        self.counters["already_recorded"] += 1
+        return True
 
     def _ready(self, names):
         ready, now = [], time.time()
@@ -227,7 +252,7 @@ class FolderSource(FrameSource):
 
     def _pending(self):
         names = sorted(n for n in os.listdir(self.root)
-                       if n.lower().endswith(self.extensions) and n not in self._done)
+                       if n.lower().endswith(self.extensions) and n not in self._done and not self._skipped(n))
         return self._ready(names)
 
     def _read(self, name):

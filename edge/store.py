@@ -1,4 +1,4 @@
-"""Detections and frames in SQLite (WAL), plus bounded crops of critical species.
+"""Detections and frames in SQLite (WAL); crops of critical species live in edge/crops.py.
 
 Durability: each frame and its detections are one transaction. WAL keeps the
 database file consistent whatever moment the process dies (`kill -9`) or the
@@ -8,12 +8,14 @@ safe against process crashes: after a power cut the commits since the last
 checkpoint may roll back (still no corruption). One fsync per frame is cheap
 at a frame every few seconds, and this store runs on battery/solar boards
 where brown-outs are the common failure, hence FULL.
+
+Each frame records its `origin` (the image file of a folder source, the
+stream and frame index of a live one), so a restarted daemon can skip the
+files it already stored (`recorded_origins`). Stores of schema 1, written
+before that column existed, gain it on open (their frames' origin is '').
 """
-import collections
 import json
 import logging
-import os
-import re
 import sqlite3
 import threading
 import time
@@ -25,7 +27,7 @@ from edge.errors import EdgeError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 INTEGRITY_CHECKS = ("integrity", "quick", "none")
 _SCHEMA = (
@@ -40,7 +42,8 @@ _SCHEMA = (
         latency_s REAL,
         energy_j REAL,
         n_detections INTEGER NOT NULL,
-        model_versions TEXT NOT NULL DEFAULT '{}')""",
+        model_versions TEXT NOT NULL DEFAULT '{}',
+        origin TEXT NOT NULL DEFAULT '')""",
     """CREATE TABLE IF NOT EXISTS detections (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         frame_row INTEGER NOT NULL REFERENCES frames(id),
@@ -54,10 +57,17 @@ _SCHEMA = (
         profile TEXT NOT NULL DEFAULT '',
         model_versions TEXT NOT NULL DEFAULT '{}',
         crop_path TEXT)""",
+)
+# Columns added after schema 1: (table, column, definition) for ALTER TABLE on an older store.
+_ADDED_COLUMNS = (("frames", "origin", "TEXT NOT NULL DEFAULT ''"),)
+_INDEXES = (
     "CREATE INDEX IF NOT EXISTS frames_t ON frames(t_unix_s)",
+    "CREATE INDEX IF NOT EXISTS frames_origin ON frames(source, origin)",
     "CREATE INDEX IF NOT EXISTS detections_t ON detections(t_unix_s)",
     "CREATE INDEX IF NOT EXISTS detections_frame ON detections(frame_row)",
 )
+_FRAME_COLUMNS = ("id", "t_unix_s", "frame_id", "source", "status", "reason", "profile", "latency_s",
+                  "energy_j", "n_detections", "model_versions", "origin")
 _DETECTION_COLUMNS = ("id", "frame_row", "t_unix_s", "frame_id", "source", "class_id", "class_name",
                       "score", "x1", "y1", "x2", "y2", "profile", "model_versions", "crop_path")
 
@@ -109,10 +119,21 @@ class Store(object):
             self._writer.execute("BEGIN IMMEDIATE")
             for statement in _SCHEMA:
                 self._writer.execute(statement)
+            self._migrate()
+            for statement in _INDEXES:
+                self._writer.execute(statement)
             self._writer.execute("PRAGMA user_version={}".format(SCHEMA_VERSION))
             self._writer.execute("COMMIT")
         except sqlite3.DatabaseError as e:
             raise StoreError("store {} is unusable: {}; move it aside to start a new one".format(self.path, e)) from e
+
+    def _migrate(self):
+        """Add the columns an older store lacks (inside _prepare's transaction)."""
+        for table, column, definition in _ADDED_COLUMNS:
+            have = [row[1] for row in self._writer.execute("PRAGMA table_info({})".format(table))]
+            if column not in have:
+                logger.info("store %s: adding column %s.%s (schema %d)", self.path, table, column, SCHEMA_VERSION)
+                self._writer.execute("ALTER TABLE {} ADD COLUMN {} {}".format(table, column, definition))
 
     def _check(self, check):
         pragma = "integrity_check" if check == "integrity" else "quick_check"
@@ -142,10 +163,11 @@ class Store(object):
 
     def record_frame(self, t_unix_s, source, frame_id, detections=None, profile="", latency_s=None,
                      energy_j=None, status="ok", reason="", model_versions=None, class_names=None,
-                     crop_paths=None):
+                     crop_paths=None, origin=""):
         """Write one frame row and one row per detection in a single transaction.
 
-        `status` is "ok" or "skipped" (then `reason` says why); `class_names`
+        `status` is "ok" or "skipped" (then `reason` says why); `origin` is
+        where the frame came from (Frame.origin); `class_names`
         maps class id -> name (dict, or list indexed by id); `crop_paths` is one path or None per detection.
         Returns the frame's row id.
         """
@@ -165,7 +187,8 @@ class Store(object):
                 self._writer.execute("BEGIN IMMEDIATE")
                 cur = self._writer.execute(
                     "INSERT INTO frames (t_unix_s, frame_id, source, status, reason, profile, latency_s,"
-                    " energy_j, n_detections, model_versions) VALUES (?,?,?,?,?,?,?,?,?,?)", frame_values)
+                    " energy_j, n_detections, model_versions, origin) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    frame_values + (str(origin or ""),))
                 frame_row = cur.lastrowid
                 self._writer.executemany(
                     "INSERT INTO detections (frame_row, t_unix_s, frame_id, source, class_id, class_name, score,"
@@ -224,11 +247,15 @@ class Store(object):
         return {"frames": int(row[0]), "energy_j": float(row[1]), "latency_s": float(row[2])}
 
     def frame_rows(self, limit=1000):
-        """Latest frames, newest first, as dicts (for review and tests)."""
-        cur_cols = ("id", "t_unix_s", "frame_id", "source", "status", "reason", "profile", "latency_s",
-                    "energy_j", "n_detections", "model_versions")
-        rows = self._query("SELECT {} FROM frames ORDER BY id DESC LIMIT ?".format(", ".join(cur_cols)), (int(limit),))
-        return [dict(zip(cur_cols, row)) for row in rows]
+        """Latest frames, newest first, as dicts (for review, restoring the governor, and tests)."""
+        rows = self._query("SELECT {} FROM frames ORDER BY id DESC LIMIT ?".format(", ".join(_FRAME_COLUMNS)),
+                           (int(limit),))
+        return [dict(zip(_FRAME_COLUMNS, row)) for row in rows]
+
+    def recorded_origins(self, source):
+        """The set of frame origins of `source` already stored (ok or skipped): what a restart skips."""
+        rows = self._query("SELECT DISTINCT origin FROM frames WHERE source = ? AND origin != ''", (str(source),))
+        return set(row[0] for row in rows)
 
 
 def _opt_float(value):
@@ -260,139 +287,3 @@ def _detection_dict(row):
     record["xyxy"] = [record.pop("x1"), record.pop("y1"), record.pop("x2"), record.pop("y2")]
     record["model_versions"] = json.loads(record["model_versions"])
     return record
-
-
-class CropStore(object):
-    """JPEG crops in one folder with bounded size and a floor of free disk.
-
-    Oldest crops (by name, which starts with the time in ms) are pruned first.
-    `statvfs` is injectable so tests can fake a nearly full disk.
-    """
-
-    def __init__(self, crops_dir, max_bytes, min_free_bytes=0, statvfs=os.statvfs, jpeg_quality=90,
-                 margin_frac=0.1):
-        if max_bytes <= 0 or min_free_bytes < 0:
-            raise StoreError("crops max_bytes={} must be > 0 and min_free_bytes={} >= 0".format(
-                max_bytes, min_free_bytes))
-        self.crops_dir = str(crops_dir)
-        self.max_bytes = int(max_bytes)
-        self.min_free_bytes = int(min_free_bytes)
-        self.statvfs = statvfs
-        self.jpeg_quality = int(jpeg_quality)
-        self.margin_frac = float(margin_frac)
-        self.counters = {"saved": 0, "pruned": 0, "refused": 0}
-        self._lock = threading.Lock()
-        self._files = None  # [(name, size)] oldest first, loaded on first use
-        self._used_bytes = 0
-
-    def _load(self):
-        if self._files is not None:
-            return
-        try:
-            os.makedirs(self.crops_dir, exist_ok=True)
-            names = sorted(os.listdir(self.crops_dir))
-        except OSError as e:
-            raise StoreError("cannot use crops dir {}: {}".format(self.crops_dir, e)) from e
-        files = []
-        for name in names:
-            path = os.path.join(self.crops_dir, name)
-            if name.endswith(".tmp"):  # left by a crash between write and rename
-                _remove_quietly(path)
-            elif name.endswith(".jpg") and os.path.isfile(path):
-                files.append((name, os.path.getsize(path)))
-        self._files = collections.deque(files)
-        self._used_bytes = sum(size for _, size in files)
-
-    def used_bytes(self):
-        with self._lock:
-            self._load()
-            return self._used_bytes
-
-    def free_bytes(self):
-        st = self.statvfs(self.crops_dir)
-        return st.f_bavail * st.f_frsize
-
-    def save(self, frame_bgr, box_xyxy, t_unix_s, source, frame_id, index, class_id):
-        """Save one crop; return its path, or None when disk limits refuse it (logged)."""
-        import cv2
-
-        crop = crop_box(frame_bgr, box_xyxy, self.margin_frac)
-        if crop is None:
-            return None
-        ok, buf = cv2.imencode(".jpg", crop, [int(cv2.IMWRITE_JPEG_QUALITY), self.jpeg_quality])
-        if not ok:
-            raise StoreError("cv2.imencode failed for a {} crop".format(crop.shape))
-        name = "{:013d}_{}_{}_{}_c{}.jpg".format(int(round(t_unix_s * 1000)), _safe(source), int(frame_id),
-                                                 int(index), int(class_id))
-        with self._lock:
-            self._load()
-            if not self._make_room(len(buf)):
-                self.counters["refused"] += 1
-                logger.warning("crop %s not saved: crops dir at %d/%d bytes, free disk floor %d bytes",
-                               name, self._used_bytes, self.max_bytes, self.min_free_bytes)
-                return None
-            path = os.path.join(self.crops_dir, name)
-            _write_atomically(path, buf.tobytes())
-            self._files.append((name, len(buf)))
-            self._used_bytes += len(buf)
-            self.counters["saved"] += 1
-            return path
-
-    def _make_room(self, size):
-        if size > self.max_bytes:
-            return False
-        while self._files and (self._used_bytes + size > self.max_bytes
-                               or self.free_bytes() - size < self.min_free_bytes):
-            name, old_size = self._files.popleft()
-            self._used_bytes -= old_size
-            _remove_quietly(os.path.join(self.crops_dir, name))
-            self.counters["pruned"] += 1
-        return self.free_bytes() - size >= self.min_free_bytes
-
-    def save_critical(self, frame_bgr, detections, critical_ids, t_unix_s, source, frame_id):
-        """Crops for detections whose class is in `critical_ids`: a path or None per detection."""
-        critical = set(int(c) for c in critical_ids)
-        paths = []
-        for i in range(len(detections)):
-            cid = int(detections.class_id[i])
-            paths.append(self.save(frame_bgr, detections.xyxy[i], t_unix_s, source, frame_id, i, cid)
-                         if cid in critical else None)
-        return paths
-
-
-def crop_box(frame_bgr, box_xyxy, margin_frac=0.1):
-    """The frame region of a box grown by `margin_frac` of its size, clipped; None when empty."""
-    h, w = frame_bgr.shape[:2]
-    x1, y1, x2, y2 = [float(v) for v in box_xyxy]
-    mx, my = (x2 - x1) * margin_frac, (y2 - y1) * margin_frac
-    left, top = int(max(0, np.floor(x1 - mx))), int(max(0, np.floor(y1 - my)))
-    right, bottom = int(min(w, np.ceil(x2 + mx))), int(min(h, np.ceil(y2 + my)))
-    if right <= left or bottom <= top:
-        return None
-    return frame_bgr[top:bottom, left:right]
-
-
-def _safe(text):
-    return re.sub(r"[^A-Za-z0-9.-]+", "-", str(text)).strip("-")[:40] or "src"
-
-
-def _write_atomically(path, data):
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        _remove_quietly(tmp)
-        raise StoreError("cannot write crop {}: {}".format(path, e)) from e
-
-
-def _remove_quietly(path):
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        logger.warning("cannot remove %s: %s", path, e)

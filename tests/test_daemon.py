@@ -114,7 +114,7 @@ def frames(clock, count, hooks=None, corrupt=()):
                 if stop_event.is_set():
                     return
                 image = None if i in corrupt else np.full((SIZE, SIZE, 3), 90, np.uint8)
-                yield Frame(i, clock.time(), image, "fake", "corrupt jpeg" if image is None else "", "")
+                yield Frame(i, clock.time(), image, "fake", "corrupt jpeg" if image is None else "", "fake#%d" % i)
         return generate()
     return factory
 
@@ -219,6 +219,13 @@ def test_each_frame_is_stored_with_energy_latency_versions_and_crops(rig):
         assert json.loads(row["model_versions"]) == {v: sha("v1", v)[:12] for v in VARIANTS}
     assert [d["class_name"] for d in detections] == ["turtle"] * 4
     assert all(os.path.isfile(d["crop_path"]) for d in detections)
+    assert [r["origin"] for r in rows] == ["fake#%d" % i for i in range(4)]
+
+
+def test_crops_per_frame_zero_saves_no_crop(rig):
+    rig.scene.class_id = 0
+    rig.make(count=2, profile="single", crops_per_frame=0).run()
+    assert [d["crop_path"] for d in stored(rig)[1]] == [None, None]
 
 
 def test_non_critical_detections_get_no_crop(rig):
@@ -266,6 +273,7 @@ def test_cascade_escalations_are_recorded(rig):
     rows = stored(rig)[0]
     assert [r["profile"] for r in rows] == ["cascade:single", "cascade:ensemble_full"] * 3
     assert all("uncertain band" in r["reason"] for r in rows[1::2])
+    assert [r["origin"] for r in rows] == ["fake#%d" % i for i in range(6)]
     full_j = POWER_W * STEP_S * (CALLS["single"] + CALLS["ensemble_full"])
     assert [r["energy_j"] for r in rows[1::2]] == pytest.approx([full_j] * 3)
     assert summary["escalated"] == 3
@@ -358,6 +366,43 @@ def test_restart_restores_todays_spend_from_the_store(rig):
     spent_j = 3 * POWER_W * STEP_S * CALLS["single"]
     assert daemon.governor.spent_wh() == pytest.approx(spent_j / 3600.0)
     assert daemon.governor.estimate_j("single") == pytest.approx(POWER_W * STEP_S)
+
+
+def test_restart_restores_the_cascade_escalation_rate(rig):
+    hooks = {i: (lambda score: lambda: setattr(rig.scene, "score", score))(0.45 if i % 3 == 0 else 0.9)
+             for i in range(9)}
+    first = rig.make(count=9, hooks=hooks, profile="cascade")
+    first.run()
+    escalated = sum(1 for i in range(9) if i % 3 == 0)
+    rate = (0.25 * 10 + escalated) / (10 + 9)  # config escalation_prior 0.25, prior weight 10
+    assert first.governor.escalation_rate == pytest.approx(rate)
+    restarted = rig.make(count=0, profile="cascade")
+    restarted.run()
+    assert restarted.governor.escalation_rate == pytest.approx(rate)
+
+
+def test_restart_on_a_folder_reads_only_the_files_not_yet_stored(rig, tmp_path):
+    import cv2
+    from edge.daemon import source_factory_for
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    old = time.time() - 60
+    for i in range(5):
+        cv2.imwrite(str(folder / ("%02d.png" % i)), np.full((SIZE, SIZE, 3), 50 + i, np.uint8))
+        os.utime(str(folder / ("%02d.png" % i)), (old, old))
+
+    def run(max_frames):
+        daemon = rig.make(profile="single")
+        config = daemon.config._replace(source=str(folder))
+        daemon.source_factory = source_factory_for(config, watch=False, clock=rig.clock.time)
+        return daemon.run(max_frames=max_frames)
+
+    assert run(max_frames=2)["frames"] == 2
+    assert run(max_frames=None)["frames"] == 3
+    assert run(max_frames=None)["frames"] == 0
+    origins = [r["origin"] for r in stored(rig)[0]]
+    assert origins == [str(folder / ("%02d.png" % i)) for i in range(5)]
 
 
 def test_http_metrics_and_detections_answer_while_running(rig):

@@ -57,6 +57,8 @@ def test_file_then_overrides(tmp_path):
     ("http_address", "localhost", "host:port"),
     ("http_address", "127.0.0.1:99999", "host:port"),
     ("crops_max_bytes", 1.5, "an integer"),
+    ("crops_per_frame", -1, ">= 0"),
+    ("crops_per_frame", 2.5, "an integer"),
     ("critical_classes", [1.5], "class names or ids"),
     ("store_synchronous", "OFF", "FULL, NORMAL"),
     ("source", "", "non-empty"),

@@ -190,6 +190,19 @@ def test_cascade_estimate_and_choice():
         g.observe_cascade(1.0, escalated=True)
 
 
+@pytest.mark.parametrize("flags", [[], [True] * 3, [True, False, False, True], [False] * 250, [True] * 250])
+def test_restored_escalations_count_like_observed_ones(flags):
+    restored = inference_governor(budget_wh=100.0)
+    restored.restore_escalations(flags)
+    kept = flags[-200:]  # the escalation window
+    assert restored.escalation_rate == pytest.approx((0.25 * 10 + sum(kept)) / (10 + len(kept)))
+    observed = inference_governor(budget_wh=100.0)
+    for escalated in flags:
+        observed.observe_cascade(1.0, escalated, 12.0, t_unix_s=MIDNIGHT)
+    assert restored.escalation_rate == pytest.approx(observed.escalation_rate)
+    assert restored.spent_wh(MIDNIGHT) == 0.0  # energy comes back through restore_spent, not here
+
+
 def test_unmeasured_profiles_are_not_chosen_until_measured():
     g = inference_governor(budget_wh=100.0, priors={"single": 1.0})
     assert g.unmeasured() == ["ensemble", "ensemble_flip", "ensemble_full"]

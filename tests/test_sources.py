@@ -82,6 +82,41 @@ def test_folder_source_reads_good_skips_corrupt_in_name_order(tmp_path):
     assert all(f.source == "folder:{}".format(tmp_path) for f in frames)
 
 
+def _old_images(folder, names):
+    old = time.time() - 60
+    for i, name in enumerate(names):
+        write_image(folder / name, 10 * (i + 1))
+        os.utime(str(folder / name), (old, old))
+
+
+@pytest.mark.parametrize("make_skip", [
+    lambda done: set(done),
+    lambda done: (lambda origin: origin in done),
+    lambda done: list(done),
+])
+def test_folder_source_skips_recorded_origins_unread(tmp_path, make_skip):
+    _old_images(tmp_path, ["a.png", "b.png", "c.png", "d.png"])
+    done = [str(tmp_path / "a.png"), str(tmp_path / "c.png"), str(tmp_path / "gone.png")]
+    read = []
+
+    def imread(path):
+        read.append(os.path.basename(path))
+        return cv2.imread(path)
+
+    src = FolderSource(str(tmp_path), watch=False, imread=imread, skip=make_skip(done))
+    frames = list(src)
+    assert [os.path.basename(f.origin) for f in frames] == ["b.png", "d.png"] == read
+    assert [f.frame_id for f in frames] == [0, 1]
+    assert src.counters["already_recorded"] == 2 and src.counters["frames"] == 2
+
+
+def test_folder_source_resume_from_before_iterating(tmp_path):
+    _old_images(tmp_path, ["a.png", "b.png"])
+    src = FolderSource(str(tmp_path), watch=False)
+    src.resume_from({str(tmp_path / "a.png")})
+    assert [os.path.basename(f.origin) for f in src] == ["b.png"]
+
+
 def test_folder_source_waits_for_files_being_written_and_sees_late_ones(tmp_path):
     write_image(tmp_path / "000.png", 1)
     old = time.time() - 60
@@ -137,6 +172,7 @@ def test_video_file_source_reads_every_frame(tmp_path):
     with open_source(path) as src:
         frames = list(src)
     assert [f.frame_id for f in frames] == list(range(6))
+    assert [f.origin for f in frames] == ["video:%s#%d" % (path, k) for k in range(6)]
     assert all(f.image.shape == (48, 64, 3) and f.image.dtype == np.uint8 for f in frames)
     assert [int(round(f.image.mean() / 40)) for f in frames] == list(range(6))
     assert src.name == "video:" + path and src.counters["frames"] == 6

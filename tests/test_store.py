@@ -1,4 +1,4 @@
-"""SQLite store: atomic frames, queries, crash safety under SIGKILL, bounded crops."""
+"""SQLite store: atomic frames, origins and migration, queries, crash safety under SIGKILL, bounded crops."""
 import collections
 import os
 import signal
@@ -12,7 +12,8 @@ import pytest
 
 from edge.detections import Detections
 from edge.energy import local_day_bounds_unix_s
-from edge.store import CropStore, Store, StoreError, crop_box
+from edge.crops import CropStore, crop_box
+from edge.store import SCHEMA_VERSION, Store, StoreError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T0 = 1717243200.0  # 2024-06-01 12:00 UTC
@@ -115,6 +116,44 @@ def test_frame_counts_and_energy_today(store):
                                       "latency_s": 0.25}
 
 
+def test_origins_are_recorded_per_source(store):
+    store.record_frame(T0, "folder:/in", 0, dets(1), origin="/in/a.jpg")
+    store.record_frame(T0, "folder:/in", 1, None, status="skipped", reason="corrupt file", origin="/in/b.jpg")
+    store.record_frame(T0, "folder:/other", 0, None, origin="/other/a.jpg")
+    store.record_frame(T0, "csi:0", 0, None)  # no origin
+    assert store.recorded_origins("folder:/in") == {"/in/a.jpg", "/in/b.jpg"}
+    assert store.recorded_origins("csi:0") == set()
+    assert [r["origin"] for r in store.frame_rows()] == ["", "/other/a.jpg", "/in/b.jpg", "/in/a.jpg"]
+
+
+# The frames table as schema 1 wrote it (before the origin column).
+_SCHEMA_1_FRAMES = """CREATE TABLE frames (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, t_unix_s REAL NOT NULL, frame_id INTEGER NOT NULL, source TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'skipped')), reason TEXT NOT NULL DEFAULT '',
+    profile TEXT NOT NULL DEFAULT '', latency_s REAL, energy_j REAL, n_detections INTEGER NOT NULL,
+    model_versions TEXT NOT NULL DEFAULT '{}')"""
+
+
+def test_a_schema_1_store_gains_the_origin_column_and_keeps_its_frames(tmp_path):
+    path = str(tmp_path / "old.sqlite")
+    raw = sqlite3.connect(path)
+    raw.execute(_SCHEMA_1_FRAMES)
+    raw.execute("CREATE INDEX frames_t ON frames(t_unix_s)")
+    raw.execute("INSERT INTO frames (t_unix_s, frame_id, source, status, n_detections, energy_j)"
+                " VALUES (?, 3, 'folder:/in', 'ok', 0, 2.5)", (T0,))
+    raw.execute("PRAGMA user_version=1")
+    raw.commit()
+    raw.close()
+    with Store(path) as s:
+        old = s.frame_rows()[0]
+        assert (old["frame_id"], old["energy_j"], old["origin"]) == (3, 2.5, "")
+        s.record_frame(T0 + 1, "folder:/in", 4, dets(1), origin="/in/x.jpg")
+        assert s.recorded_origins("folder:/in") == {"/in/x.jpg"}
+        assert s._writer.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    with Store(path) as s:  # opening a migrated store again changes nothing
+        assert [r["origin"] for r in s.frame_rows()] == ["/in/x.jpg", ""]
+
+
 def test_corrupt_file_is_refused_with_reason(tmp_path):
     path = tmp_path / "bad.sqlite"
     path.write_bytes(b"this is not a database" * 100)
@@ -208,20 +247,80 @@ def test_crops_are_bounded_oldest_pruned_first(tmp_path):
     assert not any(n.endswith(".tmp") for n in kept)
 
 
+def test_pruning_runs_in_batches_down_to_the_low_water_mark(tmp_path):
+    crops_dir = str(tmp_path / "crops")
+    frame = noise_frame()
+    probe = CropStore(crops_dir, max_bytes=10 ** 9, margin_frac=0.0)
+    one = os.path.getsize(probe.save(frame, [0, 0, 50, 50], T0, "s", 0, 0, 3))
+    os.remove(os.path.join(crops_dir, os.listdir(crops_dir)[0]))
+    store = CropStore(crops_dir, max_bytes=10 * one, margin_frac=0.0, low_water_frac=0.5)
+    for k in range(11):
+        store.save(frame, [0, 0, 50, 50], T0 + k, "s", k, 0, 3)
+    # The 11th crop overflows 10: the oldest go until 5 x one - one is left, then it is written.
+    assert store.counters["pruned"] == 10 - 4 and len(os.listdir(crops_dir)) == 5
+    assert store.used_bytes() == 5 * one == sum(os.path.getsize(os.path.join(crops_dir, n))
+                                                for n in os.listdir(crops_dir))
+
+
+class FakeMonotonic(object):
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+class CountingStatvfs(FakeStatvfs):
+    calls = 0
+
+    def __call__(self, path):
+        self.calls += 1
+        return FakeStatvfs.__call__(self, path)
+
+
 def test_free_disk_floor_prunes_then_refuses(tmp_path):
     crops_dir = str(tmp_path / "crops")
     os.makedirs(crops_dir)
-    statvfs = FakeStatvfs(free_bytes=10 ** 6, crops_dir=crops_dir)
-    store = CropStore(crops_dir, max_bytes=10 ** 9, min_free_bytes=10 ** 6 - 30000, statvfs=statvfs)
+    statvfs, clock = FakeStatvfs(free_bytes=10 ** 6, crops_dir=crops_dir), FakeMonotonic()
+    store = CropStore(crops_dir, max_bytes=10 ** 9, min_free_bytes=10 ** 6 - 30000, statvfs=statvfs,
+                      statvfs_interval_s=10.0, monotonic=clock)
     frame = noise_frame()
     saved = [store.save(frame, [0, 0, 60, 60], T0 + k, "s", k, 0, 3) for k in range(8)]
     assert all(saved)
     assert store.free_bytes() >= store.min_free_bytes
     assert store.counters["pruned"] > 0
     statvfs.free_bytes = 10 ** 6 - 40000  # the disk filled up by others: even an empty crops dir is too little
+    clock.t += 10.0  # ... which the store sees at its next statvfs
     assert store.save(frame, [0, 0, 60, 60], T0 + 9, "s", 9, 0, 3) is None
     assert store.counters["refused"] == 1
     assert os.listdir(crops_dir) == []
+
+
+@pytest.mark.parametrize("every, interval_s, advance_s, saves, expected_calls", [
+    (50, 10.0, 0.0, 20, 1),                    # one read, then estimates
+    (5, 10.0, 0.0, 20, len(range(0, 20, 5))),  # saves 0, 5, 10, 15
+    (50, 10.0, 4.0, 20, len(range(0, 20, 3))),  # 4 s a save: a read when 10 s have passed, at saves 0, 3, 6, ...
+])
+def test_statvfs_is_read_at_most_every_n_saves_or_seconds(tmp_path, every, interval_s, advance_s, saves,
+                                                          expected_calls):
+    crops_dir = str(tmp_path / "crops")
+    os.makedirs(crops_dir)
+    statvfs, clock = CountingStatvfs(10 ** 9, crops_dir), FakeMonotonic()
+    store = CropStore(crops_dir, max_bytes=10 ** 9, min_free_bytes=10 ** 6, statvfs=statvfs, monotonic=clock,
+                      statvfs_every=every, statvfs_interval_s=interval_s)
+    for k in range(saves):
+        assert store.save(noise_frame(), [0, 0, 30, 30], T0 + k, "s", k, 0, 3)
+        clock.t += advance_s
+    assert statvfs.calls == expected_calls
+
+
+def test_crops_are_not_fsynced(tmp_path, monkeypatch):
+    def no_fsync(fd):
+        raise AssertionError("a crop was fsynced")
+
+    monkeypatch.setattr(os, "fsync", no_fsync)
+    store = CropStore(str(tmp_path / "crops"), max_bytes=10 ** 8)
+    assert os.path.isfile(store.save(noise_frame(), [0, 0, 30, 30], T0, "s", 0, 0, 3))
 
 
 def test_leftover_temp_files_are_removed_and_existing_crops_counted(tmp_path):
@@ -242,3 +341,20 @@ def test_save_critical_only_crops_critical_classes(tmp_path):
     assert os.path.basename(paths[1]).endswith("_csi-0_12_1_c4.jpg")
     import cv2
     assert cv2.imread(paths[1]).shape[2] == 3
+
+
+@pytest.mark.parametrize("scores, classes, max_crops, expected", [
+    ([0.5, 0.9, 0.7, 0.8], [4, 4, 4, 4], 2, [1, 3]),       # the two highest scores
+    ([0.5, 0.9, 0.7, 0.8], [4, 1, 4, 4], 2, [2, 3]),       # among critical classes only
+    ([0.5, 0.9], [4, 4], 4, [0, 1]),                       # fewer than the cap
+    ([0.5, 0.9], [4, 4], 0, []),
+    ([0.5, 0.9, 0.7], [4, 4, 4], None, [0, 1, 2]),         # no cap
+])
+def test_save_critical_caps_crops_per_frame_by_score(tmp_path, scores, classes, max_crops, expected):
+    store = CropStore(str(tmp_path / "crops"), max_bytes=10 ** 8)
+    boxes = [[10 * i, 10 * i, 10 * i + 20, 10 * i + 20] for i in range(len(scores))]
+    paths = store.save_critical(noise_frame(), Detections(boxes, scores, classes), {4}, T0, "s", 1,
+                                max_crops=max_crops)
+    assert [i for i, p in enumerate(paths) if p] == expected
+    crops_dir = str(tmp_path / "crops")
+    assert (len(os.listdir(crops_dir)) if os.path.isdir(crops_dir) else 0) == len(expected)
