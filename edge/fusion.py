@@ -82,7 +82,8 @@ def fuse_detections(detections_list, frame_wh, weights=None, iou_thr=0.55, skip_
         raise FusionInputError("frame_wh must be positive (width, height) in pixels, got %r" % (frame_wh,))
     scale = np.array([width, height, width, height])
     boxes, scores, labels = weighted_boxes_fusion(
-        [d.xyxy / scale for d in detections_list], [d.score for d in detections_list],
+        # A fused box can sit an ulp past the frame edge; clip so a second stage sees [0, 1].
+        [np.clip(d.xyxy / scale, 0.0, 1.0) for d in detections_list], [d.score for d in detections_list],
         [d.class_id for d in detections_list], weights=weights, iou_thr=iou_thr,
         skip_box_thr=skip_box_thr, conf_type=conf_type)
     return Detections(boxes * scale, scores, labels.astype(np.int32))

@@ -85,7 +85,8 @@ class Pipeline(object):
         specs = [self.bundle.model(name) for name in models] if models else self.bundle.models
         check_frame(frame)
         frame_wh = (frame.shape[1], frame.shape[0])
-        per_model = [self._detect_model(frame, spec, plan) for spec in specs]
+        views = {}  # models with the same input size share one prepared batch
+        per_model = [self._detect_model(frame, spec, plan, views=views) for spec in specs]
         fusion = self.bundle.fusion
         if len(per_model) == 1:
             fused = per_model[0]
@@ -109,11 +110,16 @@ class Pipeline(object):
         check_frame(frame)
         plan = view_plan(plan)
         specs = [self.bundle.model(name) for name in models] if models else self.bundle.models
-        return collections.OrderedDict((s.name, self._detect_model(frame, s, plan, class_scores)) for s in specs)
+        views = {}
+        return collections.OrderedDict((s.name, self._detect_model(frame, s, plan, class_scores, views))
+                                       for s in specs)
 
-    def _detect_model(self, frame, spec, plan, class_scores=False):
+    def _detect_model(self, frame, spec, plan, class_scores=False, views=None):
         in_h, in_w = spec.input_size
-        batch, transforms = prepare_views(frame, plan, in_w, in_h)
+        views = {} if views is None else views
+        if (in_w, in_h) not in views:
+            views[(in_w, in_h)] = prepare_views(frame, plan, in_w, in_h)
+        batch, transforms = views[(in_w, in_h)]
         outputs = self._run(self.backends[spec.name], batch)
         try:
             per_view = decode_outputs(outputs, self.bundle.num_classes, conf_thr=spec.conf_thr, iou_thr=spec.iou_thr,
