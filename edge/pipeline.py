@@ -39,17 +39,12 @@ def _model_file(spec, backend):
             raise BackendError("model %r has no TensorRT engine in the bundle; build one on the device "
                                "(trtexec --onnx=... --saveEngine=... --fp16) or use --backend onnxruntime" % spec.name)
         return spec.engine_path or spec.path
-    if backend == "auto" and spec.engine_path is not None and _tensorrt_importable():
-        return spec.engine_path
+    if backend == "auto" and spec.engine_path is not None:
+        from edge.backends.tensorrt import tensorrt_available
+
+        if tensorrt_available():
+            return spec.engine_path
     return spec.path
-
-
-def _tensorrt_importable():
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class Pipeline(object):

@@ -112,3 +112,16 @@ def test_wrong_output_shape_names_the_model(tmp_path):
     pipeline = _pipeline(_bundle(tmp_path, tta="none"), head=lambda b: np.zeros((len(b), 4 + NC + 2, 8), np.float32))
     with pytest.raises(DecodeError, match="recall"):
         pipeline.detect(_frame_with_box())
+
+
+@pytest.mark.parametrize("backend,trt_present,expected", [
+    ("auto", False, "m.onnx"), ("auto", True, "m.engine"), ("onnxruntime", True, "m.onnx"),
+    ("tensorrt", False, "m.engine")])
+def test_model_file_follows_the_backend_choice(monkeypatch, backend, trt_present, expected):
+    from edge import pipeline as pipeline_module
+    from edge.backends import tensorrt as trt_backend
+    from edge.bundle import ModelSpec
+
+    monkeypatch.setattr(trt_backend, "tensorrt_available", lambda: trt_present)
+    spec = ModelSpec("m", "balanced", "m.onnx", "", "onnx", (64, 64), None, 0.25, 0.7, 1.0, "m.engine")
+    assert pipeline_module._model_file(spec, backend) == expected

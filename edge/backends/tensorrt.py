@@ -37,6 +37,15 @@ def _import_tensorrt():
     return trt, cuda
 
 
+def tensorrt_available():
+    """True when TensorRT and pycuda both import (a Jetson or a GPU host with them installed)."""
+    try:
+        _import_tensorrt()
+    except BackendError:
+        return False
+    return True
+
+
 def split_engine_header(data):
     """(plan bytes, metadata dict or None) of an engine file's bytes.
 
