@@ -1,7 +1,5 @@
 """`active import`: a package goes to a "vendor", comes back edited, and is validated and merged all-or-nothing."""
-import argparse
 import copy
-import io
 import json
 import os
 import shutil
@@ -11,24 +9,13 @@ import numpy as np
 import pytest
 
 from edge.detections import Detections
-from trainer.active.commands import add_active_parser, run_active
 from trainer.active.package import read_package, write_package
 from trainer.active.vendor_import import check_box
 from trainer.data.yolo_dataset import read_yolo_labels
 from tests.yolo_models import random_frames
+from tests.active_cli import run
 
 NAMES = ["species_0", "species_1", "species_2"]
-
-
-def parse(argv):
-    parser = argparse.ArgumentParser(prog="reefwatch-train")
-    add_active_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(argv)
-
-
-def run(argv):
-    stream = io.StringIO()
-    return run_active(parse(argv), stream=stream), stream.getvalue()
 
 
 def write_dataset_yaml(folder):

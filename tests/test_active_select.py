@@ -1,7 +1,5 @@
 """`active select` end to end on small randomized YOLOv8 ONNX models."""
-import argparse
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -12,11 +10,11 @@ import numpy as np
 import pytest
 
 from edge.bundle_build import build_bundle, read_classes
-from trainer.active.commands import add_active_parser, run_active
 from trainer.active.package import COCO_PATH, MANIFEST_PATH, read_package
 from trainer.active.select import SelectOptions, run_select
 from trainer.errors import TrainerError
 from tests.yolo_models import random_detector_onnx, random_frames, write_data_yaml
+from tests.active_cli import parse, run
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("ultralytics")
@@ -39,17 +37,6 @@ def assets(tmp_path_factory):
     bundle = root / "bundle"
     build_bundle(str(bundle), [("recall", models[0]), ("balanced", models[1])], read_classes(data_yaml), tta="none")
     return {"root": root, "models": models, "data": data_yaml, "pool": str(pool), "bundle": str(bundle)}
-
-
-def parse(argv):
-    parser = argparse.ArgumentParser(prog="reefwatch-train")
-    add_active_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(argv)
-
-
-def run(argv):
-    stream = io.StringIO()
-    return run_active(parse(argv), stream=stream), stream.getvalue()
 
 
 def check_package(path, k):

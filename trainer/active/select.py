@@ -26,7 +26,7 @@ from edge.errors import EdgeError
 from edge.fusion import fuse_detections
 from edge.tta import view_plan
 from trainer.active import uncertainty as unc
-from trainer.data.yolo_dataset import list_images, names_from_yaml
+from trainer.data.yolo_dataset import list_images, read_names
 from trainer.errors import TrainerError
 
 log = logging.getLogger(__name__)
@@ -126,17 +126,6 @@ def _onnx_names(path):
     return [str(n) for n in table] if isinstance(table, list) else None
 
 
-def _names_from_file(path):
-    import yaml
-
-    try:
-        with open(path) as f:
-            raw = yaml.safe_load(f) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise TrainerError("cannot read class names from %s: %s" % (path, e)) from e
-    return names_from_yaml(raw, path)
-
-
 def _single_onnx_pipeline(path, conf, imgsz, names):
     from edge.backends import open_backend
     from edge.pipeline import Pipeline
@@ -162,7 +151,7 @@ def open_detector(model, conf=0.05, imgsz=640, names_file=None, work_dir=None):
     """A Detector for an .onnx file, a bundle folder/.tar.gz or a .pt checkpoint (exported to ONNX first)."""
     from edge.pipeline import Pipeline
 
-    names = _names_from_file(names_file) if names_file else None
+    names = read_names(names_file) if names_file else None
     try:
         if os.path.isdir(model) or model.endswith((".tar.gz", ".tgz")):
             bundle = load_bundle(model)

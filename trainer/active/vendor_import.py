@@ -24,7 +24,6 @@ import os
 import tempfile
 
 import numpy as np
-import yaml
 
 from trainer.data import yolo_dataset as yd
 from trainer.data.split import default_group_key
@@ -81,11 +80,7 @@ def target_taxonomy(dataset, taxonomy_path=None):
     yaml_path = os.path.join(dataset, "data.yaml")
     if not os.path.exists(yaml_path):
         return base
-    try:
-        with open(yaml_path) as f:
-            raw = yaml.safe_load(f) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise DataError("cannot read %s: %s" % (yaml_path, e)) from e
+    raw = yd.load_yaml_file(yaml_path)
     names = yd.names_from_yaml(raw, yaml_path)
     categories = {int(k): v for k, v in (raw.get("categories") or {}).items()}
     aliases = {c.name: c.aliases for c in base.classes}

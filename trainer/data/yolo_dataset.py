@@ -149,13 +149,26 @@ def names_from_yaml(raw, yaml_path):
     raise DataError("%s: needs 'names:' as a list or an {id: name} dict" % yaml_path)
 
 
-def read_data_yaml(yaml_path):
-    """(names, {split: [image paths]}) of a YOLO data.yaml; paths relative to `path` or its folder."""
+def load_yaml_file(yaml_path):
+    """The parsed contents of a yaml file ({} when empty); DataError naming the file otherwise."""
     try:
         with open(yaml_path) as f:
-            raw = yaml.safe_load(f) or {}
+            return yaml.safe_load(f) or {}
     except (OSError, yaml.YAMLError) as e:
         raise DataError("cannot read %s: %s" % (yaml_path, e)) from e
+
+
+def read_names(yaml_path):
+    """Class names, indexed by id, of a data.yaml (no split entries needed)."""
+    raw = load_yaml_file(yaml_path)
+    if not isinstance(raw, dict):
+        raise DataError("%s: expected a mapping with names" % yaml_path)
+    return names_from_yaml(raw, yaml_path)
+
+
+def read_data_yaml(yaml_path):
+    """(names, {split: [image paths]}) of a YOLO data.yaml; paths relative to `path` or its folder."""
+    raw = load_yaml_file(yaml_path)
     if not isinstance(raw, dict):
         raise DataError("%s: expected a mapping with train/val and names" % yaml_path)
     names = names_from_yaml(raw, yaml_path)
