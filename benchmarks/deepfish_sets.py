@@ -7,7 +7,9 @@ scratch on two CPU cores a small YOLO learns nothing from those in the minutes a
 experiment has (measured: mAP50 0.000 on its own training frames after 3,300 images
 at 256 px), so the experiments narrow the task the way a CPU budget allows:
 
-- `large_fish_videos`: only videos whose median fish is at least `min_fish_px` wide.
+- `large_fish_videos`: only videos whose median fish is at least `min_fish_px` wide;
+  `select_videos` can add the no-fish clips (DeepFish's background frames) of the
+  same sites.
 - `site_split`: a fixed camera's view. Each video's later frames (by frame number)
   are held out for evaluation, with a gap before them so that neighbouring, nearly
   identical frames never straddle the split. This measures how well a model learns a
@@ -35,6 +37,8 @@ def add_selection_arguments(parser):
     parser.add_argument("--min-fish-px", type=float, default=40, help="keep videos whose median fish is this wide")
     parser.add_argument("--eval-fraction", type=float, default=0.25, help="later share of each video held out")
     parser.add_argument("--gap", type=int, default=10, help="frame numbers dropped before the held-out share")
+    parser.add_argument("--no-fish-clips", action="store_true",
+                        help="also take the no-fish clips (backgrounds) filmed at the same sites")
 
 
 def parse_name(name):
@@ -78,6 +82,19 @@ def large_fish_videos(paths, min_fish_px, image_px=360):
     for p in paths:
         widths[parse_name(p)[0]].extend(read_boxes(p)[:, 3] * image_px)
     return sorted(v for v, w in widths.items() if w and np.median(w) >= min_fish_px)
+
+
+def select_videos(paths, min_fish_px, no_fish_clips=False):
+    """The large-fish video keys and, with no_fish_clips, the keys of clips without a single box filmed at the
+    same sites (the number before the first '_'): DeepFish keeps its background frames in such clips."""
+    keys = set(large_fish_videos(paths, min_fish_px))
+    if no_fish_clips:
+        sites = {k.split("_", 1)[0] for k in keys}
+        boxes = collections.Counter()
+        for p in paths:
+            boxes[parse_name(p)[0]] += len(read_boxes(p))
+        keys |= {k for k, n in boxes.items() if n == 0 and k.split("_", 1)[0] in sites}
+    return sorted(keys)
 
 
 def site_split(paths, eval_fraction=0.25, gap=10):

@@ -27,14 +27,14 @@ import time
 
 import numpy as np
 
-from benchmarks.deepfish_sets import (DEFAULT_DATA, add_selection_arguments, even_sample, label_stats, large_fish_videos, list_frames,
-                                      materialize, parse_name, site_split, write_data)
+from benchmarks.deepfish_sets import (DEFAULT_DATA, add_selection_arguments, even_sample, label_stats, list_frames,
+                                      materialize, parse_name, select_videos, site_split, write_data)
 from benchmarks.small_yolo import add_training_arguments, plot_curves, summarize, train
 
 
 def plan(args, rng):
     frames = list_frames(args.data)
-    videos = set(large_fish_videos(frames, args.min_fish_px))
+    videos = set(select_videos(frames, args.min_fish_px, args.no_fish_clips))
     early, late = site_split(frames, args.eval_fraction, args.gap)
     early_large = [p for p in early if parse_name(p)[0] in videos]
     late_large = [p for p in late if parse_name(p)[0] in videos]

@@ -46,13 +46,17 @@ def test_even_sample_visits_every_video():
     assert len(picked) == 8 and {ds.parse_name(p)[0] for p in picked} == {"0_F1", "1_F1", "2_F1", "3_F1"}
 
 
-def test_large_fish_videos_uses_the_median_width(tmp_path):
+def test_large_fish_videos_use_the_median_width_and_bring_their_sites_no_fish_clips(tmp_path):
     root = str(tmp_path)
     write_frame(root, "train", 1, "Big", 0, [(0.5, 0.5, 60 / 360.0, 0.1)] * 3)
     write_frame(root, "train", 2, "Small", 0, [(0.5, 0.5, 10 / 360.0, 0.05), (0.4, 0.5, 90 / 360.0, 0.05),
                                                (0.3, 0.5, 12 / 360.0, 0.05)])
     write_frame(root, "val", 3, "Empty", 0, [])
-    assert ds.large_fish_videos(ds.list_frames(root), 40) == ["1_Big"]
+    write_frame(root, "val", 1, "NF1", 4, [])
+    write_frame(root, "val", 2, "NF1", 4, [])
+    frames = ds.list_frames(root)
+    assert ds.large_fish_videos(frames, 40) == ["1_Big"] == ds.select_videos(frames, 40)
+    assert ds.select_videos(frames, 40, no_fish_clips=True) == ["1_Big", "1_NF1"]   # backgrounds of site 1 only
 
 
 def test_materialize_crops_the_bars_and_keeps_boxes_on_the_same_pixels(tmp_path):
