@@ -10,7 +10,9 @@ set (drawn evenly across videos) and a disjoint unlabelled pool. A small YOLOv8n
 trained on the seed set, exported to ONNX and run over the pool by `active select`;
 K pool images are picked by uncertainty and K at random. Their labels are revealed
 and two models are trained on seed + picks, both starting from the seed model's
-weights, for the same epochs with the same random seed. mAP50 on the evaluation
+weights (no warmup), for the same epochs with the same random seed; a third,
+the control, trains on the seed set alone for those epochs, which tells the
+added images' share of the gain from that of the extra epochs. mAP50 on the evaluation
 frames (mean of the last epochs, see `benchmarks.small_yolo`) is printed for the
 seed model and both picks, with the difference, written as JSON and plotted
 (active_learning.png).
@@ -77,15 +79,18 @@ def run(args):
     # Same budget at random; if dedup left fewer than K, random gets the same smaller number.
     picks["random"] = sorted(str(p) for p in rng.choice(sets["pool"], size=len(names), replace=False))
     results = {"seed": dict(summarize(seed_curve, args.tail), train_s=round(t_seed, 1), **label_stats(seed_images))}
+    picks["none"] = []   # control: the seed set alone for the same extra epochs
     for how, chosen in picks.items():
         added = materialize(os.path.join(work, how), chosen, args.imgsz)
         data = write_data(work, how, seed_images + added, eval_images)
-        _, t_train, curve = train(data, args, work, how, start=seed_weights, epochs=args.finetune_epochs)
+        _, t_train, curve = train(data, args, work, how, start=seed_weights, epochs=args.finetune_epochs,
+                                  warmup_epochs=0)
         results[how] = dict(summarize(curve, args.tail), train_s=round(t_train, 1), picked=label_stats(added))
     plot = plot_curves(os.path.join(work, "active_learning.png"), {
         "seed (%d images)" % len(seed_images): (results["seed"]["curve"], 0),
         "+%d by %s/%s" % (len(names), args.strategy, args.aggregate): (results["uncertainty"]["curve"], len(seed_curve)),
-        "+%d at random" % len(names): (results["random"]["curve"], len(seed_curve))},
+        "+%d at random" % len(names): (results["random"]["curve"], len(seed_curve)),
+        "+0 (seed set, same epochs)": (results["none"]["curve"], len(seed_curve))},
         "DeepFish active-learning round (%s)" % args.model)
     return {"settings": dict(vars(args)), "videos": sets["videos"],
             "sizes": {k: len(sets[k]) for k in ("seed", "pool", "eval")}, "k": len(names),
@@ -119,7 +124,8 @@ def main(argv=None):
     r = result["results"]
     for label, key in (("seed only (%d images)" % result["sizes"]["seed"], "seed"),
                        ("seed + %d by %s/%s" % (result["k"], args.strategy, args.aggregate), "uncertainty"),
-                       ("seed + %d at random" % result["k"], "random")):
+                       ("seed + %d at random" % result["k"], "random"),
+                       ("seed + 0 (same extra epochs)", "none")):
         print("%-30s mAP50 %.4f +- %.4f (last %d epochs; last epoch %.4f)" % (
             label, r[key]["map50"], r[key]["map50_sd"], r[key]["tail_epochs"], r[key]["map50_last_epoch"]))
     for key in ("uncertainty", "random"):
