@@ -2,7 +2,7 @@
 
     python -m benchmarks.ssl_experiment [--data /work/shared/data/deepfish] [--work out/ssl_experiment]
         [--unlabelled 2000] [--ssl-epochs 10] [--ssl-imgsz 128] [--temperature 0.2] [--labelled 250]
-        [--min-fish-px 40] [--epochs 50] [--imgsz 160]
+        [--min-fish-px 40] [--epochs 50] [--imgsz 160] [--backbone runs/ssl/backbone.pt] [--seed 0]
 
 The labelled and evaluation frames are chosen as `benchmarks.deepfish_sets`
 explains (large-fish videos; each video's later frames held out for evaluation).
@@ -59,6 +59,22 @@ def pretrain(images_dir, args, work):
     return result, time.perf_counter() - start
 
 
+def reuse(backbone_path):
+    """The SSLResult of an earlier run whose backbone.pt is given (its folder holds ssl_log.csv)."""
+    from trainer.ssl import SSLResult, read_log
+
+    folder = os.path.dirname(os.path.abspath(backbone_path))
+    log_path = os.path.join(folder, "ssl_log.csv")
+    if not (os.path.isfile(backbone_path) and os.path.isfile(log_path)):
+        raise SystemExit("--backbone %s: expected backbone.pt beside ssl_log.csv, as trainer ssl writes them"
+                         % backbone_path)
+    rows = read_log(log_path)
+    return SSLResult(out_dir=folder, backbone_path=os.path.abspath(backbone_path),
+                     transfer_report_path=os.path.join(folder, "backbone_transfer.json"), log_path=log_path,
+                     checkpoint_path=None, epochs_done=int(rows[-1]["epoch"]), iterations=int(rows[-1]["iteration"]),
+                     last_loss=rows[-1]["loss"])
+
+
 def ssl_losses(log_path):
     from trainer.ssl import read_log
 
@@ -66,6 +82,7 @@ def ssl_losses(log_path):
 
 
 def run(args):
+    reused = reuse(args.backbone) if args.backbone else None
     rng = np.random.default_rng(args.seed)
     work = os.path.abspath(args.work)
     if os.path.exists(work) and os.listdir(work):
@@ -75,8 +92,11 @@ def run(args):
     sets = plan(args, rng)
     labelled = materialize(os.path.join(work, "labelled"), sets["labelled"], args.imgsz)
     eval_images = materialize(os.path.join(work, "eval"), sets["eval"], args.imgsz)
-    materialize(os.path.join(work, "unlabelled"), sets["unlabelled"], args.imgsz, with_labels=False)
-    ssl, ssl_s = pretrain(os.path.join(work, "unlabelled", "images"), args, work)
+    if reused:
+        ssl, ssl_s = reused, 0.0
+    else:
+        materialize(os.path.join(work, "unlabelled"), sets["unlabelled"], args.imgsz, with_labels=False)
+        ssl, ssl_s = pretrain(os.path.join(work, "unlabelled", "images"), args, work)
     data = write_data(work, "labelled", labelled, eval_images)
     results = {}
     for name, start in (("scratch", None), ("moco_v3", ssl.backbone_path)):
@@ -107,6 +127,8 @@ def build_parser():
     p.add_argument("--ssl-imgsz", type=int, default=128)
     p.add_argument("--ssl-lr", type=float, default=1.5e-3, help="AdamW lr per 256 images (scaled by batch/256)")
     p.add_argument("--temperature", type=float, default=0.2)
+    p.add_argument("--backbone", help="reuse this backbone.pt from an earlier run instead of pretraining "
+                                      "(e.g. to repeat the two trainings with another --seed)")
     p.add_argument("--labelled", type=int, default=250)
     add_selection_arguments(p)
     add_training_arguments(p, epochs=50)
@@ -117,9 +139,10 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     result = run(args)
     losses = result["ssl"]["losses"]
-    print("MoCo v3: %d epochs, %d iterations, loss %s -> %s, %.0f s over %d frames" % (
+    print("MoCo v3: %d epochs, %d iterations, loss %s -> %s, %s" % (
         result["ssl"]["epochs"], result["ssl"]["iterations"], losses[0] if losses else "-",
-        losses[-1] if losses else "-", result["ssl"]["seconds"], result["sizes"]["unlabelled"]))
+        losses[-1] if losses else "-", "reused %s" % args.backbone if args.backbone else "%.0f s over %d frames" % (
+            result["ssl"]["seconds"], result["sizes"]["unlabelled"])))
     print("MoCo v3 minus scratch: %+.4f mAP50" % result["map50_difference"])
     path = os.path.join(os.path.abspath(args.work), "ssl_experiment.json")
     with open(path, "w") as f:
