@@ -9,13 +9,13 @@ video's later frames held out for evaluation). From the earlier frames come a se
 set (drawn evenly across videos) and a disjoint unlabelled pool. A small YOLOv8n is
 trained on the seed set, exported to ONNX and run over the pool by `active select`;
 K pool images are picked by uncertainty and K at random. Their labels are revealed
-and two models are trained on seed + picks, both starting from the seed model's
-weights (no warmup), for the same epochs with the same random seed; a third,
-the control, trains on the seed set alone for those epochs, which tells the
-added images' share of the gain from that of the extra epochs. mAP50 on the evaluation
-frames (mean of the last epochs, see `benchmarks.small_yolo`) is printed for the
-seed model and both picks, with the difference, written as JSON and plotted
-(active_learning.png).
+and two models are trained on seed + picks, both continuing the seed model
+(without warmup; see `benchmarks.small_yolo.train`) for the same epochs with the
+same random seed. A third, the control, trains on the seed set alone for those
+epochs: it tells the added images' share of the gain from that of the extra
+epochs. mAP50 on the evaluation frames (mean of the last epochs, see
+`benchmarks.small_yolo`) is printed for every arm, with the difference between the
+picks, written as JSON and plotted (active_learning.png).
 """
 import argparse
 import json
