@@ -27,7 +27,7 @@ import numpy as np
 
 from benchmarks.deepfish_sets import (DEFAULT_DATA, add_selection_arguments, even_sample, label_stats, list_frames,
                                       materialize, parse_name, select_videos, site_split, write_data)
-from benchmarks.small_yolo import add_training_arguments, plot_curves, summarize, train
+from benchmarks.small_yolo import add_training_arguments, new_work_folder, plot_curves, summarize, train
 
 
 def plan_sets(data, args, rng):
@@ -59,11 +59,7 @@ def pick_uncertain(seed_weights, pool_dir, args, work):
 
 def run(args):
     rng = np.random.default_rng(args.seed)
-    work = os.path.abspath(args.work)
-    if os.path.exists(work) and os.listdir(work):
-        raise SystemExit("work folder %s is not empty; remove it or pass another --work" % work)
-    os.makedirs(work, exist_ok=True)
-    os.environ.setdefault("YOLO_CONFIG_DIR", os.path.join(work, "yolo_config"))
+    work = new_work_folder(args.work)
     sets = plan_sets(args.data, args, rng)
     seed_images = materialize(os.path.join(work, "seed"), sets["seed"], args.imgsz)
     eval_images = materialize(os.path.join(work, "eval"), sets["eval"], args.imgsz)

@@ -29,6 +29,16 @@ def add_training_arguments(parser, epochs, imgsz=160):
     parser.add_argument("--seed", type=int, default=0)
 
 
+def new_work_folder(path):
+    """The absolute path of an empty (or new) work folder, which also holds ultralytics' settings."""
+    work = os.path.abspath(path)
+    if os.path.exists(work) and os.listdir(work):
+        raise SystemExit("work folder %s is not empty; remove it or pass another --work" % work)
+    os.makedirs(work, exist_ok=True)
+    os.environ.setdefault("YOLO_CONFIG_DIR", os.path.join(work, "yolo_config"))
+    return work
+
+
 def train(data, args, work, name, start=None, epochs=None, warmup_epochs=1):
     """(weights/last.pt, seconds, per-epoch mAP50 list) of one run on `data`, from `start` weights if given.
     A run that continues a trained model still starts a fresh AdamW at lr0, and its first epoch loses most of

@@ -29,7 +29,7 @@ import numpy as np
 
 from benchmarks.deepfish_sets import (DEFAULT_DATA, add_selection_arguments, even_sample, label_stats, list_frames,
                                       materialize, parse_name, select_videos, site_split, write_data)
-from benchmarks.small_yolo import add_training_arguments, plot_curves, summarize, train
+from benchmarks.small_yolo import add_training_arguments, new_work_folder, plot_curves, summarize, train
 
 
 def plan(args, rng):
@@ -84,11 +84,7 @@ def ssl_losses(log_path):
 def run(args):
     reused = reuse(args.backbone) if args.backbone else None
     rng = np.random.default_rng(args.seed)
-    work = os.path.abspath(args.work)
-    if os.path.exists(work) and os.listdir(work):
-        raise SystemExit("work folder %s is not empty; remove it or pass another --work" % work)
-    os.makedirs(work, exist_ok=True)
-    os.environ.setdefault("YOLO_CONFIG_DIR", os.path.join(work, "yolo_config"))
+    work = new_work_folder(args.work)
     sets = plan(args, rng)
     labelled = materialize(os.path.join(work, "labelled"), sets["labelled"], args.imgsz)
     eval_images = materialize(os.path.join(work, "eval"), sets["eval"], args.imgsz)
