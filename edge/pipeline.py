@@ -2,7 +2,18 @@
 
 The pipeline owns a backend per model, the view plan and the fusion settings.
 Inference profiles (single model, ensemble, +flip, +full TTA) are arguments of
-the same call, not copies of it.
+the same call, not copies of it. Its public API is what the trainer and the
+benchmarks use, so their figures are the device's:
+
+    Pipeline.open(bundle or path)            a bundle's models on their backends
+    Pipeline.from_models([(variant, path)], class names, imgsz)   model files, no bundle
+    pipeline.detect(frame, profile=...)      fused, calibrated, at the profile's operating point
+    pipeline.detect(frame, ..., all_scores=True)   every fused box above the decode threshold
+    pipeline.detect_per_model(frame)         {model: Detections} before fusion across models
+
+Two thresholds: each model decodes at its low `decode_thr` so that fusion
+sees the evidence of every view and model; the profile's per-class operating
+thresholds apply after fusion and calibration (see edge/bundle.py).
 """
 import collections
 import time
@@ -11,7 +22,9 @@ import numpy as np
 
 from edge.calibration import calibrate
 from edge.decode import decode_outputs
-from edge.errors import BackendError, DecodeError
+from edge.detections import Detections
+from edge.boxes import clip_boxes
+from edge.errors import BackendError, BundleError, DecodeError
 from edge.fusion import fuse_detections
 from edge.tta import check_frame, detections_to_frame, prepare_views, view_plan
 
@@ -47,6 +60,20 @@ def _model_file(spec, backend):
     return spec.path
 
 
+def calibration_profile(bundle, models, plan):
+    """The profile whose temperatures and thresholds apply to (models, plan): one model is 'single',
+    several are 'ensemble', 'ensemble_flip' or (any other plan) 'ensemble_full'.
+    """
+    if len(models) == 1:
+        return "single"
+    names = tuple(v.name for v in plan)
+    if names == ("identity",):
+        return "ensemble"
+    if names == ("identity", "hflip"):
+        return "ensemble_flip"
+    return "ensemble_full"
+
+
 class Pipeline(object):
     """Frames to Detections for one bundle; ``last_timing`` splits inference from the rest."""
 
@@ -59,8 +86,47 @@ class Pipeline(object):
         self._calls = 0
 
     @classmethod
-    def open(cls, bundle, backend="auto", batch_views=True, **options):
-        return cls(bundle, open_model_backends(bundle, backend, **options), batch_views)
+    def open(cls, bundle, backend="auto", batch_views=True, decode_thr=None, check=True, **options):
+        """Open a Bundle (or a bundle folder / .tar.gz path) on its backends.
+
+        `decode_thr` overrides every model's decode threshold; `check` runs
+        one blank frame through each model and refuses a model whose output
+        does not fit the bundle's classes (before any real frame is lost).
+        """
+        if isinstance(bundle, str):
+            from edge.bundle import load_bundle
+
+            bundle = load_bundle(bundle)
+        if decode_thr is not None:
+            bundle = bundle.with_decode_thr(decode_thr)
+        pipeline = cls(bundle, open_model_backends(bundle, backend, **options), batch_views)
+        try:
+            if check:
+                pipeline.check_models()
+        except Exception:
+            pipeline.close()
+            raise
+        return pipeline
+
+    @classmethod
+    def from_models(cls, models, names, imgsz=None, plan="none", decode_thr=None, categories=None, **kwargs):
+        """A pipeline over model files without a bundle: [(variant, path)], class names (see bundle_from_models)."""
+        from edge.bundle_build import bundle_from_models
+
+        bundle = bundle_from_models(models, names, imgsz=imgsz, plan=plan, categories=categories)
+        return cls.open(bundle, decode_thr=decode_thr, **kwargs)
+
+    def check_models(self):
+        """Run a blank frame through each model: its output must decode for the bundle's classes."""
+        for spec in self.bundle.models:
+            h, w = spec.input_size
+            outputs = self._run(self.backends[spec.name], np.zeros((1, 3, h, w), np.float32))
+            try:
+                decode_outputs(outputs, self.bundle.num_classes, conf_thr=1.0)
+            except DecodeError as e:
+                raise BundleError("bundle %s: model %r (%s) does not fit the manifest: %s; rebuild the bundle "
+                                  "with the classes file the model was trained on" % (
+                                      self.bundle.root, spec.name, spec.path, e)) from e
 
     def close(self):
         for backend in self.backends.values():
@@ -72,12 +138,27 @@ class Pipeline(object):
     def __exit__(self, *exc):
         self.close()
 
-    def detect(self, frame, models=None, plan=None):
-        """Detections of one BGR frame with the given models (default all) and views (default the bundle's)."""
+    def detect(self, frame, models=None, plan=None, profile=None, all_scores=False):
+        """Fused, calibrated Detections of one BGR frame, clipped to the frame.
+
+        `profile` (single, ensemble, ensemble_flip, ensemble_full) picks the
+        models and views, unless `models` / `plan` are given, and the
+        temperatures and operating thresholds; without it they follow from
+        the models and plan (see calibration_profile). With `all_scores`
+        every fused box is returned with its calibrated score, whatever the
+        operating threshold (what a COCO evaluator needs).
+        """
         start = time.perf_counter()
         self._inference_s, self._calls = 0.0, 0
+        if profile is not None and (models is None or plan is None):
+            from edge.profiles import profile_spec
+
+            spec_models, spec_plan = profile_spec(self.bundle, profile)
+            models = spec_models if models is None else models
+            plan = spec_plan if plan is None else plan
         plan = self.bundle.plan if plan is None else view_plan(plan)
         specs = [self.bundle.model(name) for name in models] if models else self.bundle.models
+        settings = self.bundle.profile_settings(profile or calibration_profile(self.bundle, specs, plan))
         check_frame(frame)
         frame_wh = (frame.shape[1], frame.shape[0])
         views = {}  # models with the same input size share one prepared batch
@@ -89,9 +170,9 @@ class Pipeline(object):
             fused = fuse_detections(per_model, frame_wh, weights=[s.fusion_weight for s in specs],
                                     iou_thr=fusion["iou_thr"], skip_box_thr=fusion["skip_box_thr"],
                                     conf_type=fusion["conf_type"])
-        result = calibrate(fused, self.bundle.temperatures)
-        if fusion["score_thr"] > 0:
-            result = result[result.score >= fusion["score_thr"]]
+        result = _clipped(calibrate(fused, settings.temperatures), frame_wh)
+        if not all_scores:
+            result = result[result.score >= settings.thresholds[result.class_id]]
         self.last_timing = FrameTiming(time.perf_counter() - start, self._inference_s, self._calls, len(plan))
         return result
 
@@ -117,8 +198,8 @@ class Pipeline(object):
         batch, transforms = views[(in_w, in_h)]
         outputs = self._run(self.backends[spec.name], batch)
         try:
-            per_view = decode_outputs(outputs, self.bundle.num_classes, conf_thr=spec.conf_thr, iou_thr=spec.iou_thr,
-                                      class_scores=class_scores)
+            per_view = decode_outputs(outputs, self.bundle.num_classes, conf_thr=spec.decode_thr,
+                                      iou_thr=spec.iou_thr, class_scores=class_scores)
         except DecodeError as e:
             raise DecodeError("model %r (%s): %s" % (spec.name, spec.path, e)) from e
         in_frame = [detections_to_frame(d, t) for d, t in zip(per_view, transforms)]
@@ -141,3 +222,9 @@ class Pipeline(object):
         if len(results) == 1:
             return results[0]
         return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
+
+
+def _clipped(detections, frame_wh):
+    """Boxes inside the frame: fusion's float32 averages can end an ulp past the edge (x2 = 768.0001)."""
+    return Detections(clip_boxes(detections.xyxy, frame_wh[0], frame_wh[1]), detections.score,
+                      detections.class_id, detections.extras)
