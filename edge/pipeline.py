@@ -162,21 +162,31 @@ class Pipeline(object):
         check_frame(frame)
         frame_wh = (frame.shape[1], frame.shape[0])
         views = {}  # models with the same input size share one prepared batch
-        per_model = [self._detect_model(frame, spec, plan, views=views) for spec in specs]
-        fusion = self.bundle.fusion
-        if len(per_model) == 1:
-            fused = per_model[0]
-        else:
-            fused = fuse_detections(per_model, frame_wh, weights=[s.fusion_weight for s in specs],
-                                    iou_thr=fusion["iou_thr"], skip_box_thr=fusion["skip_box_thr"],
-                                    conf_type=fusion["conf_type"])
-        result = _clipped(calibrate(fused, settings.temperatures), frame_wh)
+        per_model = collections.OrderedDict((spec.name, self._detect_model(frame, spec, plan, views=views))
+                                            for spec in specs)
+        result = self.fuse_models(per_model, frame_wh, settings)
         if not all_scores:
             result = result[result.score >= settings.thresholds[result.class_id]]
         self.last_timing = FrameTiming(time.perf_counter() - start, self._inference_s, self._calls, len(plan))
         return result
 
     __call__ = detect
+
+    def fuse_models(self, per_model, frame_wh, settings):
+        """{model name: Detections} of one frame -> fused across models, calibrated with `settings`
+        (a ProfileSettings, or a profile name), clipped to the frame; every score kept.
+        """
+        if isinstance(settings, str):
+            settings = self.bundle.profile_settings(settings)
+        records = [Detections(d.xyxy, d.score, d.class_id) for d in per_model.values()]
+        if len(records) == 1:
+            fused = records[0]
+        else:
+            fusion = self.bundle.fusion
+            fused = fuse_detections(records, frame_wh, weights=[self.bundle.model(n).fusion_weight for n in per_model],
+                                    iou_thr=fusion["iou_thr"], skip_box_thr=fusion["skip_box_thr"],
+                                    conf_type=fusion["conf_type"])
+        return _clipped(calibrate(fused, settings.temperatures), frame_wh)
 
     def detect_per_model(self, frame, models=None, plan="none", class_scores=False):
         """{model name: Detections in frame pixels} before any fusion across models or calibration.

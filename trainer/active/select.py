@@ -18,13 +18,10 @@ import tempfile
 import cv2
 import numpy as np
 
-from edge.bundle import DEFAULT_FUSION, Bundle, ClassSpec, ModelSpec, load_bundle, sha256_of
-from edge.calibration import calibrate, calibrate_scores
-from edge.detect import read_image
-from edge.detections import Detections
+from edge.bundle import load_bundle, sha256_of
+from edge.calibration import calibrate_scores
 from edge.errors import EdgeError
-from edge.fusion import fuse_detections
-from edge.tta import view_plan
+from edge.images import read_image
 from trainer.active import uncertainty as unc
 from trainer.data.yolo_dataset import list_images, read_names
 from trainer.errors import TrainerError
@@ -127,24 +124,12 @@ def _onnx_names(path):
 
 
 def _single_onnx_pipeline(path, conf, imgsz, names):
-    from edge.backends import open_backend
     from edge.pipeline import Pipeline
 
-    backend = open_backend(path)
-    try:
-        names = names or _onnx_names(path)
-        if not names:
-            raise TrainerError("%s carries no class names; pass --names data.yaml" % path)
-        h, w = backend.input_shape[2:]
-        spec = ModelSpec(os.path.splitext(os.path.basename(path))[0], "balanced", os.path.abspath(path),
-                         sha256_of(path), "onnx", (h or imgsz, w or imgsz), backend.fixed_batch, conf, 0.7, 1.0, None)
-        classes = [ClassSpec(i, n, "general") for i, n in enumerate(names)]
-        bundle = Bundle(os.path.dirname(os.path.abspath(path)), {}, [spec], classes, np.ones(len(names)),
-                        view_plan("none"), dict(DEFAULT_FUSION))
-        return Pipeline(bundle, {spec.name: backend})
-    except Exception:
-        backend.close()
-        raise
+    names = names or _onnx_names(path)
+    if not names:
+        raise TrainerError("%s carries no class names; pass --names data.yaml" % path)
+    return Pipeline.from_models([("balanced", path)], names, imgsz=imgsz, decode_thr=conf)
 
 
 def open_detector(model, conf=0.05, imgsz=640, names_file=None, work_dir=None):
@@ -154,13 +139,10 @@ def open_detector(model, conf=0.05, imgsz=640, names_file=None, work_dir=None):
     names = read_names(names_file) if names_file else None
     try:
         if os.path.isdir(model) or model.endswith((".tar.gz", ".tgz")):
-            bundle = load_bundle(model)
-            specs = [m._replace(conf_thr=conf) for m in bundle.models]
-            bundle = Bundle(bundle.root, bundle.manifest, specs, bundle.classes, bundle.temperatures, bundle.plan,
-                            bundle.fusion)
-            pipeline = Pipeline.open(bundle)
+            pipeline = Pipeline.open(load_bundle(model), decode_thr=conf)
+            bundle = pipeline.bundle
             files = [{"name": m.name, "file": os.path.relpath(m.path, bundle.root), "sha256": m.sha256}
-                     for m in specs]
+                     for m in bundle.models]
             return Detector(pipeline, bundle.names, {"kind": "bundle", "path": os.path.abspath(model), "models": files})
         if model.endswith(".pt"):
             from trainer.export import export_onnx
@@ -214,11 +196,15 @@ def _calibrated_scores(detections, temperatures):
     return np.stack(columns, axis=1)
 
 
-def score_frame(per_model, bundle, options, frame_wh):
-    """(uncertainty, draft Detections) of one frame from its {model: Detections with class_scores}."""
+def score_frame(per_model, pipeline, options, frame_wh):
+    """(uncertainty, draft Detections) of one frame from its {model: Detections with class_scores}.
+
+    Scores are calibrated and drafts fused as the device does for these models without TTA
+    (the single or the ensemble profile): class score vectors exist for one view only.
+    """
     records = list(per_model.values())
-    temps = bundle.temperatures
-    matrices = [_calibrated_scores(d, temps) for d in records]
+    settings = pipeline.bundle.profile_settings("single" if len(records) == 1 else "ensemble")
+    matrices = [_calibrated_scores(d, settings.temperatures) for d in records]
     if options.strategy == "disagreement":
         if len(records) < 2:
             raise TrainerError("strategy 'disagreement' needs an ensemble bundle with two or more models; "
@@ -233,14 +219,7 @@ def score_frame(per_model, bundle, options, frame_wh):
         # Several models: the mean of their image scores keeps the scale of one model's.
         score = float(np.mean([unc.image_uncertainty(options.strategy, m, options.aggregate, options.low_conf,
                                                      options.empty_score) for m in matrices]))
-    plain = [Detections(d.xyxy, d.score, d.class_id) for d in records]
-    if len(plain) == 1:
-        drafts = calibrate(plain[0], temps)
-    else:
-        fusion = bundle.fusion
-        drafts = calibrate(fuse_detections(plain, frame_wh,
-                                           weights=[m.fusion_weight for m in bundle.models],
-                                           iou_thr=fusion["iou_thr"], conf_type=fusion["conf_type"]), temps)
+    drafts = pipeline.fuse_models(per_model, frame_wh, settings)
     return score, drafts[drafts.score >= options.draft_conf]
 
 
@@ -257,7 +236,7 @@ def score_pool(detector, names, paths, options, progress=None):
             skipped.append({"file_name": name, "reason": str(e)})
             continue
         per_model = pipeline.detect_per_model(frame, class_scores=True)
-        score, drafts = score_frame(per_model, pipeline.bundle, options, (frame.shape[1], frame.shape[0]))
+        score, drafts = score_frame(per_model, pipeline, options, (frame.shape[1], frame.shape[0]))
         for key, value in (("names", name), ("paths", path), ("sizes", (frame.shape[1], frame.shape[0])),
                            ("scores", score), ("hashes", perceptual_hash(frame)), ("drafts", drafts)):
             kept[key].append(value)
