@@ -3,20 +3,24 @@
 State comes from a `LiveStatus` the daemon updates (or any object with a
 `snapshot()` method returning the same keys) and from a `detections(since_t,
 since_id, limit)` callable (Store.detections_since), so the server is tested
-without the daemon. Bound to 127.0.0.1 by default; runs in a background
-thread (`start()` / `stop()`).
+without the daemon. Bound to 127.0.0.1 by default; runs in background
+threads (`start()` / `stop()`): one accepts connections and holds each until
+its request starts arriving, a fixed pool of workers answers them. Idle or
+slow clients cost no thread and are closed after `connection_timeout_s`;
+beyond `max_connections` a client gets a 503 at once.
 """
 import glob
 import json
 import logging
+import math
 import os
-import socketserver
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from edge.errors import EdgeError
+from edge.http_gate import ConnectionGate
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +28,14 @@ PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # A `since` at or above this is a Unix time, below it a detection id (1e9 s is 2001).
 SINCE_TIME_MIN = 1.0e9
+# 10000-01-01T00:00:00Z: a later "time" is a typo or a probe, not a query (and not a date Python can show).
+SINCE_TIME_MAX = 253402300800.0
 MAX_DETECTIONS_LIMIT = 5000
+# Connection limits: a status server on a Nano must not let idle or slow clients pin threads or descriptors.
+CONNECTION_TIMEOUT_S = 5.0  # longest silence: before the request starts, and between reads or writes
+MAX_WORKERS = 8  # threads answering requests; each answer takes milliseconds
+MAX_CONNECTIONS = 256  # accepted and not yet closed (waiting, queued or being answered); beyond: 503
+LISTEN_BACKLOG = 128  # kernel queue of connections not yet accepted (5 dropped SYNs under 200 clients)
 
 
 class LiveStatus(object):
@@ -159,23 +170,32 @@ def format_metrics(snapshot, thermal=None, heartbeat_age_s=None):
     return "\n".join(lines) + "\n"
 
 
+def _query_number(key, value):
+    try:
+        number = float(value)
+    except ValueError as e:
+        raise EdgeError("{}={!r} is not a number".format(key, value)) from e
+    if not math.isfinite(number):
+        raise EdgeError("{}={!r} must be a finite number".format(key, value))
+    if number < 0:
+        raise EdgeError("{}={!r} must be >= 0".format(key, value))
+    return number
+
+
 def parse_detections_query(query):
     """Query string of /detections -> (since_t_unix_s, since_id, limit); EdgeError on a bad value."""
     params = parse_qs(query, keep_blank_values=True)
     since_t = since_id = None
     limit = 1000
     for key, values in params.items():
-        value = values[-1]
         if key not in ("since", "limit"):
             raise EdgeError("unknown parameter {!r}; expected since=<unix time or detection id>, limit=<n>".format(key))
-        try:
-            number = float(value)
-        except ValueError as e:
-            raise EdgeError("{}={!r} is not a number".format(key, value)) from e
-        if not number >= 0:
-            raise EdgeError("{}={!r} must be >= 0".format(key, value))
+        number = _query_number(key, values[-1])
         if key == "limit":
             limit = int(min(number, MAX_DETECTIONS_LIMIT))
+        elif number >= SINCE_TIME_MAX:
+            raise EdgeError("since={!r} is after year 9999; expected a Unix time in seconds or a detection id"
+                            .format(values[-1]))
         elif number >= SINCE_TIME_MIN:
             since_t = number
         else:
@@ -184,14 +204,27 @@ def parse_detections_query(query):
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """One request per connection (HTTP/1.0, the default): a keep-alive client cannot pin a worker."""
     server_version = "reefwatch"
 
+    def setup(self):
+        # Bounds every read and write, so a client that stops mid-request frees its worker.
+        self.timeout = self.server.connection_timeout_s
+        BaseHTTPRequestHandler.setup(self)
+
     def do_GET(self):
+        self._answer(send_body=True)
+
+    def do_HEAD(self):
+        # Probes use HEAD: the same status and headers (Content-Length included) as GET, no body.
+        self._answer(send_body=False)
+
+    def _answer(self, send_body):
         app = self.server.app
         url = urlsplit(self.path)
         try:
             status, content_type, body = app.respond(url.path, url.query)
-        except Exception as e:  # a handler error must not kill the server thread: log it with the traceback, answer 500
+        except Exception as e:  # a handler error must not kill the worker: log it with the traceback, answer 500
             logger.exception("HTTP %s failed", self.path)
             status, content_type, body = 500, "application/json", _json({"error": str(e)})
         data = body.encode("utf-8")
@@ -199,14 +232,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        if send_body:
+            self.wfile.write(data)
 
     def log_message(self, fmt, *args):
         logger.debug("%s - %s", self.address_string(), fmt % args)
 
 
-class _Server(socketserver.ThreadingMixIn, HTTPServer):
-    daemon_threads = True
+class _Server(HTTPServer):
+    """Binds and listens; `ConnectionGate` runs the accept loop and the workers instead of serve_forever."""
     allow_reuse_address = True
 
 
@@ -223,15 +257,24 @@ class EdgeHttpServer(object):
     """
 
     def __init__(self, status, detections=None, host="127.0.0.1", port=8080, heartbeat_max_age_s=120.0,
-                 thermal_root="/", clock=time.monotonic):
+                 thermal_root="/", clock=time.monotonic, connection_timeout_s=CONNECTION_TIMEOUT_S,
+                 max_workers=MAX_WORKERS, max_connections=MAX_CONNECTIONS, listen_backlog=LISTEN_BACKLOG):
         self.status = status
         self.detections = detections
         self.host, self.port = host, int(port)
         self.heartbeat_max_age_s = float(heartbeat_max_age_s)
         self.thermal_root = thermal_root
         self.clock = clock
+        limits = (("connection_timeout_s", connection_timeout_s), ("max_workers", max_workers),
+                  ("max_connections", max_connections), ("listen_backlog", listen_backlog))
+        for name, value in limits:
+            if not value > 0:
+                raise EdgeError("EdgeHttpServer: {}={!r} must be > 0".format(name, value))
+        self.connection_timeout_s = float(connection_timeout_s)
+        self.max_workers, self.max_connections = int(max_workers), int(max_connections)
+        self.listen_backlog = int(listen_backlog)
         self._server = None
-        self._thread = None
+        self._gate = None
 
     @property
     def address(self):
@@ -240,23 +283,25 @@ class EdgeHttpServer(object):
         return self._server.server_address[:2]
 
     def start(self):
+        server = _Server((self.host, self.port), _Handler, bind_and_activate=False)
+        server.request_queue_size = self.listen_backlog  # listen() backlog, used by server_activate
         try:
-            self._server = _Server((self.host, self.port), _Handler)
+            server.server_bind()
+            server.server_activate()
         except OSError as e:
+            server.server_close()
             raise EdgeError("cannot serve HTTP on {}:{}: {}".format(self.host, self.port, e)) from e
-        self._server.app = self
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="reefwatch-http", daemon=True)
-        self._thread.start()
+        server.app, server.connection_timeout_s = self, self.connection_timeout_s
+        self._server = server
+        self._gate = ConnectionGate(server, self.connection_timeout_s, self.max_connections, self.max_workers)
+        self._gate.start()
         logger.info("HTTP status on http://%s:%d", *self.address)
         return self
 
     def stop(self):
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join()
-            self._server = self._thread = None
+            self._gate.stop()
+            self._server = self._gate = None
 
     def __enter__(self):
         return self.start()
@@ -270,7 +315,7 @@ class EdgeHttpServer(object):
         return None if last is None else max(0.0, self.clock() - last)
 
     def respond(self, path, query):
-        """(status, content type, body) for a GET; pure apart from reading state."""
+        """(status, content type, body) for a GET (HEAD sends the same without the body); reads state only."""
         if path == "/healthz":
             snap = self.status.snapshot()
             age = self.heartbeat_age_s(snap)

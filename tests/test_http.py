@@ -1,6 +1,11 @@
 """Status server on 127.0.0.1, ephemeral port: health, Prometheus metrics, detections."""
+import calendar
+import http.client
 import json
 import re
+import select
+import socket
+import threading
 import urllib.error
 import urllib.request
 
@@ -119,10 +124,34 @@ def test_parse_detections_query(query, expected):
     assert parse_detections_query(query) == expected
 
 
-@pytest.mark.parametrize("query", ["since=abc", "since=-1", "from=3"])
-def test_parse_detections_query_rejects(query):
-    with pytest.raises(EdgeError):
+# The first second of year 10000, computed independently of the code's constant.
+YEAR_10000_S = calendar.timegm((9999, 12, 31, 0, 0, 0)) + 86400.0
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("since=%r" % (YEAR_10000_S - 1.0), (YEAR_10000_S - 1.0, None, 1000)),
+    ("limit=1e300", (None, None, 5000)),  # a huge but finite limit is clamped, as any limit over the cap
+])
+def test_parse_detections_query_bounds(query, expected):
+    assert parse_detections_query(query) == expected
+
+
+# Regression (issue 8): since=inf was a 200 with no rows, huge values passed through to SQLite.
+@pytest.mark.parametrize("query, key", [
+    ("since=abc", "since"), ("since=-1", "since"), ("from=3", "from"),
+    ("since=inf", "since"), ("since=-inf", "since"), ("since=nan", "since"), ("since=Infinity", "since"),
+    ("since=1e400", "since"), ("since=1e300", "since"), ("since=%r" % YEAR_10000_S, "since"),
+    ("limit=inf", "limit"), ("limit=-inf", "limit"), ("limit=nan", "limit"), ("limit=1e400", "limit"),
+    ("limit=-1", "limit"), ("since=12&limit=", "limit"),
+])
+def test_parse_detections_query_rejects(query, key):
+    with pytest.raises(EdgeError, match=key):
         parse_detections_query(query)
+
+
+def start_server(tmp_path, status, detections, clock, **limits):
+    return EdgeHttpServer(status, detections, port=0, heartbeat_max_age_s=30.0,
+                          thermal_root=str(make_thermal_root(tmp_path)), clock=clock, **limits).start()
 
 
 @pytest.fixture
@@ -130,8 +159,7 @@ def served(tmp_path):
     clock = Clock()
     status = LiveStatus(profiles=["single", "cascade"], clock=clock)
     store = Store(str(tmp_path / "rw.sqlite"))
-    server = EdgeHttpServer(status, store.detections_since, port=0, heartbeat_max_age_s=30.0,
-                            thermal_root=str(make_thermal_root(tmp_path)), clock=clock).start()
+    server = start_server(tmp_path, status, store.detections_since, clock)
     yield server, status, store, clock
     server.stop()
     store.close()
@@ -201,3 +229,165 @@ def test_port_in_use_raises(served):
     other = EdgeHttpServer(LiveStatus(), host="127.0.0.1", port=server.address[1])
     with pytest.raises(EdgeError, match="cannot serve HTTP"):
         other.start()
+
+
+def test_detections_endpoint_rejects_non_finite_since(served):
+    server = served[0]
+    for value in ("inf", "nan", "-inf", "1e300"):
+        code, ctype, body = get(server, "/detections?since=" + value)
+        assert (code, ctype) == (400, "application/json"), value
+        assert "since" in json.loads(body)["error"] and value in json.loads(body)["error"]
+
+
+def request(server, method, path):
+    conn = http.client.HTTPConnection(server.address[0], server.address[1], timeout=5)
+    try:
+        conn.request(method, path)
+        r = conn.getresponse()
+        return r.status, dict(r.getheaders()), r.read()
+    finally:
+        conn.close()
+
+
+# Regression (issue 8): HEAD was a 501; probes use it.
+@pytest.mark.parametrize("path", ["/healthz", "/metrics", "/detections?since=0", "/detections?since=inf", "/nope"])
+def test_head_answers_like_get_without_body(served, path):
+    server, status, _, _ = served
+    status.set(profile="single", power_w=2.5)
+    code, headers, body = request(server, "GET", path)
+    head_code, head_headers, head_body = request(server, "HEAD", path)
+    assert head_code == code and head_body == b""
+    for name in ("Content-Type", "Content-Length"):
+        assert head_headers[name] == headers[name], name
+    assert int(head_headers["Content-Length"]) == len(body) > 0
+
+
+def wait_closed(socks, deadline_s):
+    """Sockets the server has not closed (no EOF or reset) within deadline_s; each recv is bounded by select."""
+    open_socks, waited = list(socks), 0.0
+    while open_socks and waited < deadline_s:
+        readable = select.select(open_socks, [], [], 0.25)[0]
+        waited += 0.25
+        for sock in readable:
+            try:
+                data = sock.recv(4096)
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                open_socks.remove(sock)
+    return open_socks
+
+
+def connect_idle(server, n):
+    socks = []
+    for _ in range(n):
+        sock = socket.create_connection(server.address, timeout=5)
+        socks.append(sock)
+    return socks
+
+
+def server_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("reefwatch-http")]
+
+
+# Regression (issue 8): each idle connection held a thread for ever.
+def test_idle_connections_are_closed_and_hold_no_threads(tmp_path):
+    clock = Clock()
+    server = start_server(tmp_path, LiveStatus(clock=clock), None, clock, connection_timeout_s=0.5, max_workers=4)
+    threads_before = threading.active_count()
+    idle = connect_idle(server, 50)
+    try:
+        assert get(server, "/metrics")[0] == 200  # answered while 50 connections sit idle
+        # One accept thread and max_workers handlers, however many connections wait.
+        assert threading.active_count() - threads_before <= 0
+        assert len(server_threads()) == 1 + 4
+        assert wait_closed(idle, deadline_s=20.0) == []
+    finally:
+        for sock in idle:
+            sock.close()
+        server.stop()
+    assert server_threads() == []
+
+
+def test_connections_beyond_the_limit_get_503(tmp_path):
+    clock = Clock()
+    server = start_server(tmp_path, LiveStatus(clock=clock), None, clock, connection_timeout_s=30.0,
+                          max_connections=3)
+    idle = connect_idle(server, 3)
+    try:
+        code, _, body = get(server, "/metrics")
+        assert code == 503 and "busy" in json.loads(body)["error"]
+        for sock in idle:
+            sock.close()
+        codes = [get(server, "/metrics")[0] for _ in range(200)]  # bounded: the slots free as the server sees EOF
+        assert 200 in codes and codes[codes.index(200):] == [200] * (len(codes) - codes.index(200))
+    finally:
+        server.stop()
+
+
+# Regression (issue 8): with a listen backlog of 5, 34 of 200 concurrent GETs got no answer in 5 s.
+def test_200_concurrent_gets_all_answered(served):
+    server = served[0]
+    n = 200
+    barrier, results = threading.Barrier(n), [None] * n
+
+    def fetch(i):
+        barrier.wait()
+        try:
+            results[i] = get(server, "/metrics")[0]
+        except OSError as e:  # includes timeouts: recorded, then reported by the assertion
+            results[i] = repr(e)
+
+    threads = [threading.Thread(target=fetch, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60.0)
+    assert results == [200] * n
+
+
+def test_a_client_trickling_bytes_is_cut(tmp_path):
+    """Each byte arrives within the timeout, but the whole request may take only a few timeouts."""
+    clock = Clock()
+    server = start_server(tmp_path, LiveStatus(clock=clock), None, clock, connection_timeout_s=0.3)
+    sock = socket.create_connection(server.address, timeout=5)
+    try:
+        sock.sendall(b"GET /metrics HTTP/1.0\r\n")
+        cut = False
+        for _ in range(200):  # 200 x 0.1 s of trickling is well past REQUEST_DEADLINE_TIMEOUTS x 0.3 s
+            if wait_closed([sock], deadline_s=0.1) == []:
+                cut = True
+                break
+            try:
+                sock.sendall(b"X")
+            except OSError:  # the server shut the connection down between two bytes
+                cut = True
+                break
+        assert cut
+    finally:
+        sock.close()
+        server.stop()
+
+
+def test_stop_does_not_wait_for_a_client_mid_request(tmp_path):
+    clock = Clock()
+    server = start_server(tmp_path, LiveStatus(clock=clock), None, clock, connection_timeout_s=60.0)
+    sock = socket.create_connection(server.address, timeout=5)
+    try:
+        sock.sendall(b"GET /metr")  # a worker now waits up to 60 s for the rest of the line
+        for _ in range(100):  # until a worker holds it (bounded)
+            if server._gate.in_flight():
+                break
+            threading.Event().wait(0.02)
+        stopper = threading.Thread(target=server.stop)
+        stopper.start()
+        stopper.join(30.0)  # generous: without the cut it would take the full 60 s timeout
+        assert not stopper.is_alive() and server_threads() == []
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("limit", ["connection_timeout_s", "max_workers", "max_connections", "listen_backlog"])
+def test_connection_limits_must_be_positive(limit):
+    with pytest.raises(EdgeError, match=limit):
+        EdgeHttpServer(LiveStatus(), **{limit: 0})
