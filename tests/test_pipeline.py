@@ -125,3 +125,77 @@ def test_model_file_follows_the_backend_choice(monkeypatch, backend, trt_present
     monkeypatch.setattr(trt_backend, "tensorrt_available", lambda: trt_present)
     spec = ModelSpec("m", "balanced", "m.onnx", "", "onnx", (64, 64), None, 0.25, 0.7, 1.0, "m.engine")
     assert pipeline_module._model_file(spec, backend) == expected
+
+
+# ---- two thresholds: decode (feeds fusion) and operating (per profile and class, after calibration) ----
+
+def _v2_bundle(tmp_path, variants=("recall", "balanced", "precision"), tta="full", decode_thr=0.01, profiles=None):
+    models = []
+    for v in variants:
+        (tmp_path / (v + ".onnx")).write_bytes(b"fake")
+        models.append({"name": v, "variant": v, "file": v + ".onnx", "sha256": "unused", "format": "onnx",
+                       "input_size": [SIZE, SIZE], "batch": None, "decode_thr": decode_thr, "iou_thr": 0.7})
+    manifest = {"schema_version": 2, "target": "x86-cpu", "models": models,
+                "classes": [{"id": i, "name": "c%d" % i, "category": "critical"} for i in range(NC)],
+                "profiles": profiles or {}, "tta": tta}
+    return parse_manifest(manifest, str(tmp_path), verify=False)
+
+
+def _scored_head(score, class_id=1):
+    return lambda batch: _bright_box_head(batch, class_id=class_id, score=score)
+
+
+@pytest.mark.parametrize("score, decode_thr, operating_thr, reported, kept_with_all_scores", [
+    (0.05, 0.01, 0.25, False, True),    # evidence kept for fusion, not reported
+    (0.30, 0.01, 0.25, True, True),
+    (0.005, 0.01, 0.25, False, False),  # below the decode threshold: never seen
+    (0.20, 0.01, 0.15, True, True),
+])
+def test_decode_threshold_feeds_fusion_operating_threshold_reports(tmp_path, score, decode_thr, operating_thr,
+                                                                   reported, kept_with_all_scores):
+    bundle = _v2_bundle(tmp_path, tta="none", decode_thr=decode_thr,
+                        profiles={"ensemble": {"thresholds": operating_thr}})
+    pipeline = _pipeline(bundle, head=_scored_head(score))
+    assert (len(pipeline.detect(_frame_with_box(), profile="ensemble")) == 1) == reported
+    assert (len(pipeline.detect(_frame_with_box(), profile="ensemble", all_scores=True)) == 1) == kept_with_all_scores
+
+
+def test_operating_threshold_is_per_class_and_applies_to_calibrated_scores(tmp_path):
+    # T = 0.5 sharpens 0.4 to sigmoid(2 logit(0.4)) = 0.16/0.52 ~= 0.3077: over 0.3, although 0.4 < 0.45.
+    profiles = {"single": {"thresholds": [0.9, 0.3, 0.9], "temperatures": [1.0, 0.5, 1.0]}}
+    bundle = _v2_bundle(tmp_path, variants=("balanced",), tta="none", profiles=profiles)
+    result = _pipeline(bundle, head=_scored_head(0.4)).detect(_frame_with_box(), profile="single")
+    assert result.score.tolist() == pytest.approx([0.16 / 0.52], abs=1e-5)
+    other_class = _pipeline(bundle, head=_scored_head(0.4, class_id=0)).detect(_frame_with_box(), profile="single")
+    assert len(other_class) == 0
+
+
+@pytest.mark.parametrize("models, plan, expected", [
+    (["balanced"], "full", "single"), (None, "none", "ensemble"), (None, "flip", "ensemble_flip"),
+    (None, "full", "ensemble_full"), (["recall", "precision"], "full", "ensemble_full")])
+def test_settings_follow_models_and_plan_without_a_profile(tmp_path, models, plan, expected):
+    from edge.pipeline import calibration_profile
+    from edge.tta import view_plan
+
+    bundle = _v2_bundle(tmp_path)
+    specs = [bundle.model(m) for m in models] if models else bundle.models
+    assert calibration_profile(bundle, specs, view_plan(plan)) == expected
+
+
+def test_profile_picks_models_and_views(tmp_path):
+    pipeline = _pipeline(_v2_bundle(tmp_path))
+    pipeline.detect(_frame_with_box(), profile="ensemble_flip")
+    assert [b.calls for b in pipeline.backends.values()] == [[2]] * 3
+    pipeline.detect(_frame_with_box(), profile="single")
+    assert pipeline.backends["balanced"].calls == [2, 1] and pipeline.backends["recall"].calls == [2]
+
+
+@pytest.mark.parametrize("variants", [("balanced",), ("recall", "balanced")])
+def test_boxes_are_clipped_to_the_frame(tmp_path, variants):
+    """A box reaching past the frame edge (x2 = 768.0001 on a 768 px image) comes back inside it."""
+    from edge.detections import Detections
+
+    pipeline = _pipeline(_v2_bundle(tmp_path, variants=variants, tta="none"))
+    box = Detections([[700.0, 10.0, 768.0001, 50.0]], [0.9], [1])
+    result = pipeline.fuse_models({v: box for v in variants}, (768, 432), "ensemble")
+    assert len(result) == 1 and result.xyxy[0, 2] == 768.0 and result.xyxy.min() >= 0
