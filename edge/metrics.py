@@ -81,7 +81,10 @@ def evaluate(predictions, ground_truth, num_classes, categories=None, score_thr=
     """AP50 per class, mAP50 over classes present, and recall at score_thr per category (pooled boxes).
 
     categories: {class_id: "critical"|"important"|"general"} for the per-category figures.
+    score_thr: one operating threshold, or one per class (a profile's thresholds). AP is computed
+    over every prediction given: pass all fused scores (Pipeline.detect(..., all_scores=True)).
     """
+    thresholds = np.broadcast_to(np.asarray(score_thr, dtype=np.float64), (num_classes,))
     curves = [class_curve(c, predictions, ground_truth, iou_thr) for c in range(num_classes)]
     present = [c for c in curves if c.num_gt]
     result = {
@@ -89,11 +92,12 @@ def evaluate(predictions, ground_truth, num_classes, categories=None, score_thr=
         "ap50": {int(c.class_id): round(float(c.ap50), 5) for c in present},
         "images": len(predictions),
         "gt_boxes": int(sum(c.num_gt for c in curves)),
-        "score_thr": score_thr,
+        "score_thr": float(thresholds[0]) if np.all(thresholds == thresholds[0]) else thresholds.tolist(),
     }
     by_category = collections.defaultdict(lambda: [0, 0])
     for c in present:
-        found = int(c.recall[c.scores >= score_thr][-1] * c.num_gt) if np.any(c.scores >= score_thr) else 0
+        above = c.scores >= thresholds[c.class_id]
+        found = int(round(c.recall[above][-1] * c.num_gt)) if np.any(above) else 0
         key = (categories or {}).get(c.class_id, "all")
         by_category[key][0] += found
         by_category[key][1] += c.num_gt

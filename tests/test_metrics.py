@@ -42,3 +42,15 @@ def test_recall_by_category_at_the_threshold():
     det = Detections(GT[0], [0.9, 0.1], [0, 0])
     result = evaluate([det], [GT], 1, categories={0: "critical"}, score_thr=0.25)
     assert result["recall_by_category"] == {"critical": 0.5}
+
+
+@pytest.mark.parametrize("thresholds, expected", [
+    ([0.25, 0.95], {"critical": 0.5, "general": 0.0}),   # class 1's only box (0.9) is under its 0.95
+    ([0.95, 0.25], {"critical": 0.0, "general": 1.0}),
+    (0.05, {"critical": 1.0, "general": 1.0}),
+])
+def test_recall_at_per_class_operating_thresholds(thresholds, expected):
+    gt = (np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], np.float32), np.array([0, 0, 1]))
+    det = Detections(gt[0], [0.9, 0.1, 0.9], [0, 0, 1])
+    result = evaluate([det], [gt], 2, categories={0: "critical", 1: "general"}, score_thr=thresholds)
+    assert result["recall_by_category"] == expected
