@@ -27,7 +27,7 @@ from benchmarks import accuracy as accuracy_bench
 from benchmarks import energy as energy_bench
 from benchmarks.common import write_json
 
-VARIANTS = (("recall", 0, 0.10), ("balanced", 1, 0.25), ("precision", 2, 0.40))
+VARIANTS = (("recall", 0, 0.15), ("balanced", 1, 0.25), ("precision", 2, 0.40))
 
 
 def step(message):
@@ -72,12 +72,15 @@ def train_variants(data_yaml, work, epochs, imgsz):
 def build(out, models, data_yaml, imgsz, metrics):
     from edge.bundle_build import build_bundle, read_classes
 
+    from edge.energy import DeploymentProfile
+
     if os.path.exists(out):
         shutil.rmtree(out)
-    # Fused boxes below 0.05 only add clutter to the store and the drawings.
+    # Every model decodes at the default 0.01 so fusion sees all the evidence; each variant keeps
+    # its own operating point when it runs alone, fused profiles report from the default 0.15.
+    deployment = DeploymentProfile(budget_wh_day=14.4, budget_scope="inference", capture_interval_s=60.0)
     return build_bundle(out, models, read_classes(data_yaml), tta="full", imgsz=imgsz,
-                        conf_thr={v: c for v, _, c in VARIANTS}, fusion={"score_thr": 0.05},
-                        energy={"budget_wh_day": 14.4, "budget_scope": "inference"},
+                        operating_thr={v: c for v, _, c in VARIANTS}, deployment=deployment,
                         accuracy={"validation_per_variant": metrics})
 
 

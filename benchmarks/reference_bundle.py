@@ -6,7 +6,7 @@
 This is a measuring instrument, not the trainer's ensemble stage: the three
 variants are the same architecture trained with different seeds, exported with
 a dynamic batch (all TTA views in one call) and given recall / balanced /
-precision confidence thresholds. Their accuracy is what a few CPU epochs buy.
+precision operating thresholds. Their accuracy is what a few CPU epochs buy.
 """
 import argparse
 import json
@@ -18,7 +18,7 @@ from edge.bundle_build import build_bundle, read_classes
 from trainer.export import export_onnx
 from trainer.yolo import train_args, yolo
 
-VARIANTS = (("recall", 0, 0.10), ("balanced", 1, 0.25), ("precision", 2, 0.40))
+VARIANTS = (("recall", 0, 0.15), ("balanced", 1, 0.25), ("precision", 2, 0.40))
 
 
 def train_variant(data, model_yaml, imgsz, epochs, seed, workdir, batch):
@@ -41,6 +41,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--tta", default="full")
+    parser.add_argument("--critical", default="", help="critical class names for a data.yaml without categories")
     args = parser.parse_args(argv)
     workdir = os.path.abspath(args.out + ".work")
     models, accuracy = [], {}
@@ -52,8 +53,9 @@ def main(argv=None):
         models.append((variant, onnx_path))
         accuracy[variant] = dict(metrics, train_s=round(time.time() - start, 1), epochs=args.epochs)
         print("%s: %s" % (variant, json.dumps(accuracy[variant])))
-    bundle = build_bundle(args.out, models, read_classes(args.data), tta=args.tta, imgsz=args.imgsz,
-                          conf_thr={v: c for v, _, c in VARIANTS}, accuracy={"validation": accuracy})
+    classes = read_classes(args.data, critical=[n for n in args.critical.split(",") if n])
+    bundle = build_bundle(args.out, models, classes, tta=args.tta, imgsz=args.imgsz,
+                          operating_thr={v: c for v, _, c in VARIANTS}, accuracy={"validation": accuracy})
     print("bundle: %s" % bundle.root)
     return 0
 
