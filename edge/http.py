@@ -9,6 +9,7 @@ its request starts arriving, a fixed pool of workers answers them. Idle or
 slow clients cost no thread and are closed after `connection_timeout_s`;
 beyond `max_connections` a client gets a 503 at once.
 """
+import collections
 import glob
 import json
 import logging
@@ -38,35 +39,47 @@ MAX_CONNECTIONS = 256  # accepted and not yet closed (waiting, queued or being a
 LISTEN_BACKLOG = 128  # kernel queue of connections not yet accepted (5 dropped SYNs under 200 clients)
 
 
+SKIP_REASONS = ("corrupt", "budget", "failed")  # exported even at 0, so a rate() has a series from the start
+
+
 class LiveStatus(object):
     """Thread-safe counters and gauges the daemon updates and the server reads.
 
-    `snapshot()` keys: frames_total, frames_skipped, detections_total,
-    latency_buckets (list of (le, cumulative count)), latency_sum_s,
-    latency_count, power_w, energy_today_wh, budget_left_wh, profile,
-    profiles, last_heartbeat_s (monotonic), started_s (monotonic).
+    `snapshot()` keys: frames_total, frames_skipped, frames_skipped_by_reason
+    (list of (reason, count), SKIP_REASONS first), frames_retried,
+    detections_total, latency_buckets (list of (le, cumulative count)),
+    latency_sum_s, latency_count, power_w, energy_today_wh, budget_left_wh,
+    profile, profiles, last_heartbeat_s (monotonic), started_s (monotonic).
     """
 
-    def __init__(self, profiles=(), clock=time.monotonic, buckets_s=LATENCY_BUCKETS_S):
+    def __init__(self, profiles=(), clock=time.monotonic, buckets_s=LATENCY_BUCKETS_S, skip_reasons=SKIP_REASONS):
         self.clock = clock
         self._lock = threading.Lock()
         self._buckets = tuple(float(b) for b in buckets_s)
         self._bucket_counts = [0] * len(self._buckets)
-        self._values = {"frames_total": 0, "frames_skipped": 0, "detections_total": 0, "latency_sum_s": 0.0,
-                        "latency_count": 0, "power_w": None, "energy_today_wh": None, "budget_left_wh": None,
-                        "profile": "", "profiles": list(profiles), "last_heartbeat_s": None,
-                        "started_s": clock()}
+        self._skipped = collections.OrderedDict((str(r), 0) for r in skip_reasons)
+        self._values = {"frames_total": 0, "frames_skipped": 0, "frames_retried": 0, "detections_total": 0,
+                        "latency_sum_s": 0.0, "latency_count": 0, "power_w": None, "energy_today_wh": None,
+                        "budget_left_wh": None, "profile": "", "profiles": list(profiles),
+                        "last_heartbeat_s": None, "started_s": clock()}
 
     def beat(self):
         """The loop is alive: call once per iteration."""
         with self._lock:
             self._values["last_heartbeat_s"] = self.clock()
 
-    def record_frame(self, latency_s=None, skipped=False, n_detections=0):
+    def record_frame(self, latency_s=None, skipped=False, n_detections=0, reason="other", retried=False):
+        """One frame: processed (latency, detections) or skipped for `reason`.
+
+        `retried` is a frame taken earlier and run again (after a bundle
+        reload): it counts in frames_retried, not again in frames_total.
+        """
         with self._lock:
             v = self._values
-            v["frames_total"] += 1
-            v["frames_skipped"] += int(bool(skipped))
+            v["frames_retried" if retried else "frames_total"] += 1
+            if skipped:
+                v["frames_skipped"] += 1
+                self._skipped[str(reason)] = self._skipped.get(str(reason), 0) + 1
             v["detections_total"] += int(n_detections)
             if latency_s is not None:
                 v["latency_sum_s"] += float(latency_s)
@@ -89,6 +102,7 @@ class LiveStatus(object):
             snap = dict(self._values)
             snap["profiles"] = list(snap["profiles"])
             snap["latency_buckets"] = list(zip(self._buckets, self._bucket_counts))
+            snap["frames_skipped_by_reason"] = list(self._skipped.items())
         return snap
 
 
@@ -144,8 +158,13 @@ def format_metrics(snapshot, thermal=None, heartbeat_age_s=None):
 
     s = snapshot
     metric("reefwatch_frames_total", "counter", "Frames taken from the source.", [((), s["frames_total"])])
-    metric("reefwatch_frames_skipped_total", "counter", "Frames skipped (corrupt or over budget).",
-           [((), s["frames_skipped"])])
+    # One series per reason; a snapshot without the split (an older status object) keeps the plain total.
+    by_reason = s.get("frames_skipped_by_reason")
+    metric("reefwatch_frames_skipped_total", "counter",
+           "Frames not processed, by reason (corrupt image, over the energy budget, failed in the pipeline).",
+           [((("reason", r),), n) for r, n in by_reason] if by_reason is not None else [((), s["frames_skipped"])])
+    metric("reefwatch_frames_retried_total", "counter", "Failed frames run again after a bundle reload.",
+           [((), s.get("frames_retried"))])
     metric("reefwatch_detections_total", "counter", "Detections stored.", [((), s["detections_total"])])
     buckets = [((("le", _number(le)),), count) for le, count in s["latency_buckets"]]
     buckets.append(((("le", "+Inf"),), s["latency_count"]))

@@ -114,6 +114,40 @@ def test_unknown_gauges_are_left_out():
     assert not any(name == "reefwatch_profile" for name, _ in samples)
 
 
+def test_skipped_frames_are_counted_per_reason():
+    status = LiveStatus(skip_reasons=("corrupt", "budget", "failed"))
+    reasons = ["budget", "corrupt", "budget", "failed", "thermal"]
+    for reason in reasons:
+        status.record_frame(skipped=True, reason=reason)
+    status.record_frame(latency_s=0.1, n_detections=2)
+    status.record_frame(latency_s=0.2, retried=True)  # a frame run again: not a new frame
+    snap = status.snapshot()
+    expected = [(r, reasons.count(r)) for r in ("corrupt", "budget", "failed", "thermal")]
+    assert snap["frames_skipped_by_reason"] == expected
+    assert (snap["frames_total"], snap["frames_skipped"], snap["frames_retried"]) == (len(reasons) + 1, len(reasons), 1)
+    samples, types = parse_prometheus(format_metrics(snap))
+    for reason, count in expected:
+        assert samples[("reefwatch_frames_skipped_total", '{reason="%s"}' % reason)] == count
+    assert ("reefwatch_frames_skipped_total", "") not in samples
+    assert samples[("reefwatch_frames_retried_total", "")] == 1
+    assert types["reefwatch_frames_skipped_total"] == "counter"
+
+
+def test_every_known_skip_reason_is_exported_from_zero():
+    samples, _ = parse_prometheus(format_metrics(LiveStatus().snapshot()))
+    assert {labels for name, labels in samples if name == "reefwatch_frames_skipped_total"} == {
+        '{reason="corrupt"}', '{reason="budget"}', '{reason="failed"}'}
+    assert all(v == 0 for (name, _), v in samples.items() if name == "reefwatch_frames_skipped_total")
+
+
+def test_a_snapshot_without_reasons_keeps_the_plain_total():
+    snap = LiveStatus().snapshot()
+    del snap["frames_skipped_by_reason"]
+    snap["frames_skipped"] = 4
+    samples, _ = parse_prometheus(format_metrics(snap))
+    assert samples[("reefwatch_frames_skipped_total", "")] == 4
+
+
 @pytest.mark.parametrize("query, expected", [
     ("", (None, None, 1000)),
     ("since=12", (None, 12, 1000)),
