@@ -1,14 +1,16 @@
 """Energy per frame of each inference profile and the cascade, and what it means in Wh/day.
 
     python -m benchmarks.energy --bundle DIR --images DIR [--frames 20] [--meter auto]
-        [--deployment interval_s=60,powered_hours=24,idle_w=1.5] [--report DIR]
+        [--deployment capture_interval_s=60,powered_hours_per_day=24,idle_power_w=1.5] [--report DIR]
 
 Each profile runs inside one energy window on the power sampler (cycling the
 images until the window holds at least --frames frames and --min-window-s
 seconds, so the meter takes several samples); energy per frame is the
 window's gross energy over its frames. Wh/day comes from energy.daily_energy
 for the deployment: the inference share, the idle (and sleep) share, and the
-total. With a meter that models power instead of measuring it (the CPU
+total. The deployment is the bundle's (its manifest), else one frame a
+minute on an always-on board with a 14.4 Wh/day budget; --deployment
+changes fields of it by DeploymentProfile's own names. With a meter that models power instead of measuring it (the CPU
 estimate), every figure is labelled "estimated".
 """
 import argparse
@@ -20,28 +22,21 @@ import time
 
 from benchmarks.common import load_images, machine_facts, write_json
 from edge.bundle import load_bundle
-from edge.energy import DeploymentProfile, daily_energy
+from edge.energy import DeploymentProfile, daily_energy, parse_deployment_items
 from edge.errors import ConfigError
 from edge.pipeline import Pipeline
 from edge.power.auto import MeterOptions, meter_names, open_meter
 from edge.power.sampler import PowerSampler
-from edge.profiles import CASCADE, STATIC_PROFILES, cascade_settings, escalation_kind, run_profile
+from edge.profiles import CASCADE, STATIC_PROFILES, cascade_settings, run_profile
 
-DEPLOYMENT_KEYS = {"interval_s": "capture_interval_s", "frames_per_day": "frames_per_day",
-                   "powered_hours": "powered_hours_per_day", "idle_w": "idle_power_w", "sleep_w": "sleep_power_w",
-                   "budget_wh_day": "budget_wh_day", "budget_scope": "budget_scope"}
+# Without a deployment in the bundle: one frame a minute, always on, idling at 1.5 W, 14.4 Wh/day of inference.
+FALLBACK_DEPLOYMENT = DeploymentProfile(14.4, "inference", capture_interval_s=60.0)
 
 
-def parse_deployment(text, default_budget_wh_day=14.4):
-    """'interval_s=60,powered_hours=24,idle_w=1.5' -> DeploymentProfile; ConfigError names a bad key."""
-    values = {"budget_wh_day": default_budget_wh_day}
-    for item in (p.strip() for p in text.split(",") if p.strip()):
-        key, sep, value = item.partition("=")
-        if not sep or key not in DEPLOYMENT_KEYS:
-            raise ConfigError("--deployment item {!r}: expected KEY=VALUE with KEY one of {}".format(
-                item, ", ".join(sorted(DEPLOYMENT_KEYS))))
-        values[key] = value if key == "budget_scope" else float(value)
-    return DeploymentProfile(**{DEPLOYMENT_KEYS[k]: v for k, v in values.items()})
+def benchmark_deployment(bundle, overrides=""):
+    """The bundle's deployment profile (else FALLBACK_DEPLOYMENT) with `overrides` ('field=value,...')."""
+    base = getattr(bundle, "deployment", None) or FALLBACK_DEPLOYMENT
+    return base.replace(**parse_deployment_items(overrides))
 
 
 def measure_profile(pipeline, sampler, images, profile, settings, frames, min_window_s, warmup=2):
@@ -57,7 +52,7 @@ def measure_profile(pipeline, sampler, images, profile, settings, frames, min_wi
         latencies.append(time.perf_counter() - t0)
         escalated += int(run.escalated)
         if profile == CASCADE:
-            kinds[escalation_kind(run.reason)] += 1
+            kinds[run.escalation.kind] += 1
     window = sampler.end_window(profile)
     return {"frames": len(latencies), "energy_per_frame_j": window.energy_j / len(latencies),
             "mean_power_w": window.mean_power_w, "latency_median_s": statistics.median(latencies),
@@ -138,8 +133,8 @@ def build_parser():
     parser.add_argument("--meter", default="auto", choices=meter_names())
     parser.add_argument("--interval", type=float, default=0.1, help="sampler interval (s)")
     parser.add_argument("--idle-seconds", type=float, default=3.0, help="measure idle power first (0: skip)")
-    parser.add_argument("--deployment", default="interval_s=60,powered_hours=24,idle_w=1.5",
-                        help="comma-separated " + ", ".join(sorted(DEPLOYMENT_KEYS)))
+    parser.add_argument("--deployment", default="", metavar="FIELD=VALUE,...",
+                        help="change the bundle's deployment profile; fields: " + ", ".join(DeploymentProfile.FIELDS))
     parser.add_argument("--backend", default="onnxruntime")
     parser.add_argument("--report", default=None, metavar="DIR", help="write energy.json and energy.png here")
     return parser
@@ -148,8 +143,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     bundle = load_bundle(args.bundle)
-    budget = (bundle.manifest.get("energy") or {}).get("budget_wh_day") or 14.4
-    deployment = parse_deployment(args.deployment, budget)
+    deployment = benchmark_deployment(bundle, args.deployment)
     images = load_images(args.images)
     settings = cascade_settings(bundle)
     choice = open_meter(args.meter, MeterOptions(interval_s=args.interval, idle_w=deployment.idle_power_w))

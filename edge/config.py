@@ -5,13 +5,20 @@ start with "_" are comments and ignored. Relative paths in the file are taken
 from the file's folder; relative paths given as overrides from the working
 directory. Every bad key or value raises ConfigError naming the key, the
 value and what is expected.
+
+The deployment keys (budget_wh_day, budget_scope, interval_s or
+frames_per_day, powered_hours_per_day, idle_power_w, sleep_power_w) refine
+the bundle's deployment profile: a key the file or a flag gives wins, one not
+given (absent, or null) comes from the bundle, else from the defaults below
+(`EdgeConfig.resolve_deployment`).
 """
 import collections
 import json
 import os
 
-from edge.energy import DEFAULT_PROFILE_ORDER, PROFILES, DeploymentProfile
+from edge.energy import DeploymentProfile
 from edge.errors import ConfigError
+from edge.profiles import DEFAULT_PROFILE_ORDER, PROFILES, check_band
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2
@@ -99,13 +106,7 @@ def _profiles(key, value):
 
 
 def _band(key, value):
-    value = _list(value)
-    if not isinstance(value, (list, tuple)) or len(value) != 2:
-        _fail(key, value, "[lo, hi] with 0 <= lo <= hi <= 1")
-    lo, hi = (_unit(key, v) for v in value)
-    if lo > hi:
-        _fail(key, value, "[lo, hi] with lo <= hi")
-    return [lo, hi]
+    return list(check_band(_list(value), name="config " + key))
 
 
 def _classes(key, value):
@@ -181,10 +182,29 @@ _VALIDATORS = {f[0]: f[2] for f in _FIELDS}
 _PATH_FIELDS = frozenset(f[0] for f in _FIELDS if f[3])
 
 
-class EdgeConfig(collections.namedtuple("EdgeConfig", FIELD_NAMES)):
-    """Frozen, validated daemon settings; build with `load_edge_config`."""
+# config key -> DeploymentProfile field, apart from interval_s / frames_per_day (see resolve_deployment)
+_DEPLOYMENT_KEYS = (("budget_wh_day", "budget_wh_day"), ("budget_scope", "budget_scope"),
+                    ("powered_hours_per_day", "powered_hours_per_day"), ("idle_power_w", "idle_power_w"),
+                    ("sleep_power_w", "sleep_power_w"))
+_DEPLOYMENT_CONFIG_KEYS = frozenset([k for k, _ in _DEPLOYMENT_KEYS] + ["interval_s", "frames_per_day"])
 
-    __slots__ = ()
+
+class EdgeConfig(collections.namedtuple("EdgeConfig", FIELD_NAMES)):
+    """Frozen, validated daemon settings; build with `load_edge_config`.
+
+    `given` is the set of keys a file or an override set explicitly (a
+    default is not given, nor a deployment key set to null): a deployment
+    value given here wins over the bundle's, one not given comes from the
+    bundle. It rides beside the tuple (no __slots__), so equality and
+    `to_dict()` stay about values.
+    """
+
+    given = frozenset()
+
+    def _replace(self, **changes):
+        replaced = super(EdgeConfig, self)._replace(**changes)
+        replaced.given = self.given | frozenset(changes)
+        return replaced
 
     def to_dict(self):
         return dict((k, list(v) if isinstance(v, list) else v) for k, v in zip(FIELD_NAMES, self))
@@ -199,6 +219,30 @@ class EdgeConfig(collections.namedtuple("EdgeConfig", FIELD_NAMES)):
             capture_interval_s=None if self.frames_per_day is not None else self.interval_s,
             frames_per_day=self.frames_per_day, powered_hours_per_day=self.powered_hours_per_day,
             idle_power_w=self.idle_power_w, sleep_power_w=self.sleep_power_w)
+
+    def resolve_deployment(self, bundle_deployment=None):
+        """(DeploymentProfile, {field: 'config' | 'bundle' | 'default'}) for this config and a bundle's profile.
+
+        A key given in the config wins; one not given comes from the bundle's
+        deployment profile; without one, from the config's defaults. The frame
+        count is one choice: frames_per_day (when given, not null) or
+        interval_s given in the config replaces the bundle's way of counting.
+        """
+        if bundle_deployment is None:
+            base, origin = self.deployment_profile(), dict.fromkeys(DeploymentProfile.FIELDS, "default")
+        else:
+            base, origin = bundle_deployment, dict.fromkeys(DeploymentProfile.FIELDS, "bundle")
+        changes = {}
+        for key, field in _DEPLOYMENT_KEYS:
+            if key in self.given:
+                changes[field], origin[field] = getattr(self, key), "config"
+        if "frames_per_day" in self.given and self.frames_per_day is not None:
+            changes.update(frames_per_day=self.frames_per_day, capture_interval_s=None)
+        elif "interval_s" in self.given:
+            changes.update(capture_interval_s=self.interval_s, frames_per_day=None)
+        if "capture_interval_s" in changes:
+            origin["capture_interval_s"] = origin["frames_per_day"] = "config"
+        return base.replace(**changes), origin
 
     @property
     def http_host_port(self):
@@ -223,10 +267,10 @@ def _read_file(path):
     return values
 
 
-def _merge(values, updates, base_dir, origin):
+def _merge(values, updates, base_dir, origin, given):
     for key, value in updates.items():
-        if key.startswith("_"):
-            continue
+        if key.startswith("_") or (value is None and key in _DEPLOYMENT_CONFIG_KEYS):
+            continue  # a comment, or a deployment value left to the bundle (null)
         if key not in _VALIDATORS:
             raise ConfigError("unknown config key {!r} in {}; expected one of {}".format(
                 key, origin, ", ".join(FIELD_NAMES)))
@@ -234,24 +278,28 @@ def _merge(values, updates, base_dir, origin):
         if key in _PATH_FIELDS and base_dir is not None:
             value = os.path.normpath(os.path.join(base_dir, os.path.expanduser(value)))
         values[key] = value
+        given.add(key)
 
 
 def load_edge_config(path=None, overrides=None):
     """Defaults, then the JSON file at `path`, then `overrides` (None values ignored: unset flags).
 
+    The keys the file or the overrides set are the config's `given`.
+
     Cross-checks: reconnect_initial_s <= reconnect_max_s, and a total budget
     that idle and sleep alone exceed raises (energy.BudgetInfeasible).
     """
-    values = default_values()
+    values, given = default_values(), set()
     if path is not None:
         path = str(path)
-        _merge(values, _read_file(path), os.path.dirname(os.path.abspath(path)), path)
+        _merge(values, _read_file(path), os.path.dirname(os.path.abspath(path)), path, given)
     if overrides:
-        _merge(values, {k: v for k, v in overrides.items() if v is not None}, os.getcwd(), "overrides")
+        _merge(values, {k: v for k, v in overrides.items() if v is not None}, os.getcwd(), "overrides", given)
     if values["reconnect_initial_s"] > values["reconnect_max_s"]:
         _fail("reconnect_initial_s", values["reconnect_initial_s"],
               "<= reconnect_max_s ({})".format(values["reconnect_max_s"]))
     config = EdgeConfig(**values)
+    config.given = frozenset(given)
     config.deployment_profile().check_budget()
     return config
 

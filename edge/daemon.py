@@ -9,16 +9,32 @@ spend, each profile's recent energy and the cascade's escalation rate, and
 a folder source skips the files whose frames are already stored (each frame
 records its origin), so only the frame in flight at a crash is read again.
 
+The deployment profile (budget, frame rate, powered hours, idle and sleep
+power) is the bundle's, with each value the config gives explicitly taking
+its place (EdgeConfig.resolve_deployment); which value came from where is
+logged at start and on reload.
+
 Each frame: the governor plans a profile and a frame fraction (frames over
-the share it can afford are recorded as skipped, reason "budget"); the
-pipeline runs inside an energy window per stage, so every stored frame
-carries its energy_j and latency_s; the frame and its detections are one
-store transaction; the governor then observes what the frame cost.
+the share it can afford are recorded as skipped, reason "budget");
+`run_profile` runs each stage through `_measure` (an energy window and the
+latency) and returns those per-stage records with the detections, so every
+stored frame carries its energy_j and latency_s; the frame and its
+detections are one store transaction; the governor then observes what each
+stage cost.
+
+Faults: an image the pipeline cannot use (FrameError) is a skipped frame,
+reason "corrupt", and says nothing about the bundle. A model fault
+(BackendError, DecodeError) is a failed frame: `max_failures` of them in a
+row stop the daemon (DaemonError), and the frame is kept (the last
+`retry_frames`) to run again once another bundle serves.
 
 Control is by flags checked between frames: `request_stop()` (stop taking
 frames; the one in flight finishes) and `request_reload()` (load, verify and
 open the bundle again; on failure keep the old pipeline). Both are safe from
-signal handlers and other threads.
+signal handlers and other threads. A reloaded bundle is on probation: the
+old pipeline stays open until a frame succeeds on the new one; if the first
+`reload_probation_frames` attempts on it all fail with a model fault, the
+daemon rolls back to the old one, logs why, and runs those frames again.
 """
 import collections
 import contextlib
@@ -27,23 +43,26 @@ import threading
 import time
 
 from edge.crops import CropStore
-from edge.energy import CASCADE_ESCALATION, CASCADE_FIRST, Governor
-from edge.errors import BackendError, ConfigError, DecodeError, EdgeError, FrameError
+from edge.energy import DeploymentProfile, Governor
+from edge.errors import BackendError, ConfigError, DaemonError, DecodeError, FrameError  # DaemonError: old home
 from edge.http import EdgeHttpServer, LiveStatus
 from edge.power.sampler import PowerSampler
-from edge.profiles import CASCADE, STATIC_PROFILES, run_profile, settings_from_config
+from edge.profiles import CASCADE, CASCADE_ESCALATION, CASCADE_FIRST, parse_label, run_profile, \
+    settings_from_config, stages_of
 from edge.store import Store, StoreError
 
 logger = logging.getLogger(__name__)
 
-FRAME_ERRORS = (BackendError, DecodeError, FrameError)  # one bad frame: count it, go on
-ESCALATED_LABEL = "%s:%s" % (CASCADE, CASCADE_ESCALATION)  # the label run_profile gives an escalated frame
-COUNTERS = ("frames", "processed", "skipped_corrupt", "skipped_budget", "failed", "escalated", "probes",
-            "reloads", "reload_failures", "detections")
+BUNDLE_ERRORS = (BackendError, DecodeError)  # the model failed, not the image: count it, retry after a reload
+# counter -> reason label of reefwatch_frames_skipped_total
+SKIP_COUNTERS = collections.OrderedDict((("skipped_corrupt", "corrupt"), ("skipped_budget", "budget"),
+                                         ("failed", "failed")))
+# frames == processed - retried + skipped_corrupt + skipped_budget + failed
+COUNTERS = ("frames", "processed", "skipped_corrupt", "skipped_budget", "failed", "retried", "escalated", "probes",
+            "reloads", "reload_failures", "rollbacks", "detections")
 
-
-class DaemonError(EdgeError):
-    """The daemon cannot go on (e.g. every recent frame failed); systemd should restart it."""
+# One opened bundle: its pipeline, cascade settings, deployment profile (and where each value came from).
+Loaded = collections.namedtuple("Loaded", "pipeline cascade deployment origin generation")
 
 
 class _NoNotifier(object):
@@ -72,6 +91,11 @@ def open_pipeline_factory(backend="auto", **options):
     return factory
 
 
+def bundle_deployment(bundle):
+    """The bundle's DeploymentProfile, or None (none in its manifest, or a bundle object without one)."""
+    return getattr(bundle, "deployment", None)
+
+
 def source_factory_for(config, watch=True, clock=time.time):
     """source_factory(stop_event, wait) -> a frame source for `config.source`.
 
@@ -97,13 +121,15 @@ class Daemon(object):
     `source_factory(stop_event, wait)` opens the frame source; `meter` is an
     opened power Meter. `clock` gives Unix time (frame times, the governor's
     day), `monotonic` latency and energy windows. `pace` sleeps between
-    frames to `config.interval_s`; `max_failures` consecutive failed frames
-    raise DaemonError.
+    frames to `interval_s`; `max_failures` consecutive failed frames raise
+    DaemonError; `reload_probation_frames` and `retry_frames`: see the
+    module docstring.
     """
 
     def __init__(self, config, pipeline_factory=None, source_factory=None, meter=None, meter_skipped=(),
                  clock=time.time, monotonic=time.monotonic, pace=True, notifier=None, watchdog_s=None,
-                 sampler_interval_s=0.5, measure_idle_s=0.0, max_failures=5, store_check="integrity"):
+                 sampler_interval_s=0.5, measure_idle_s=0.0, max_failures=5, store_check="integrity",
+                 reload_probation_frames=3, retry_frames=8):
         if meter is None:
             raise ConfigError("the daemon needs an opened power meter (edge.power.open_meter)")
         self.config = config
@@ -117,19 +143,23 @@ class Daemon(object):
         self.sampler_interval_s = float(sampler_interval_s)
         self.measure_idle_s = float(measure_idle_s)
         self.max_failures = int(max_failures)
+        self.reload_probation_frames = int(reload_probation_frames)
         self.store_check = store_check
         fixed = config.profile != "auto"
         self.profiles = (config.profile,) if fixed else tuple(config.profiles)
         self.status = LiveStatus(self.profiles, clock=monotonic)
         self.counters = collections.OrderedDict((name, 0) for name in COUNTERS)
         self.by_label = collections.Counter()
-        self.http = self.store = self.crops = self.pipeline = self.sampler = self.governor = None
-        self._cascade = None
+        self.http = self.store = self.crops = self.sampler = self.governor = None
+        self._current = self._previous = None  # Loaded; _previous is the last good one while a reload is on probation
+        self._generation = 0
+        self._retry = collections.deque(maxlen=int(retry_frames))  # (frame, generations it failed on)
+        self._retrying = False
+        self._probation_failures = 0
         self._stop = threading.Event()
         self._reload_requested = False
         self._credit = 0.0
         self._failures = 0
-        self._stages = {}
         self._last_ping = None
         self._wait_for_sample = False
 
@@ -147,6 +177,18 @@ class Daemon(object):
     @property
     def http_address(self):
         return None if self.http is None else self.http.address
+
+    @property
+    def pipeline(self):
+        return None if self._current is None else self._current.pipeline
+
+    @property
+    def interval_s(self):
+        """Seconds between frames: the deployment's capture interval, else (frames_per_day) config.interval_s."""
+        deployment = None if self._current is None else self._current.deployment
+        if deployment is None or deployment.capture_interval_s is None:
+            return self.config.interval_s
+        return deployment.capture_interval_s
 
     # ---- run ------------------------------------------------------------------
     def run(self, max_frames=None):
@@ -170,14 +212,14 @@ class Daemon(object):
         self.store = Store(config.store_path, synchronous=config.store_synchronous, check=self.store_check)
         stack.callback(self.store.close)
         self.crops = CropStore(config.crops_dir, config.crops_max_bytes, config.min_free_bytes)
-        self.pipeline, self._cascade = self._load_pipeline()
-        stack.callback(lambda: self.pipeline.close())  # whichever pipeline is current at exit
-        logger.info("bundle %s: models %s", self.pipeline.bundle.root, [m.name for m in self.pipeline.bundle.models])
+        self._current = self._load_pipeline()
+        stack.callback(self._close_pipelines)  # whichever pipelines are open at exit
+        self._log_bundle("bundle", self._current)
         self.sampler = stack.enter_context(PowerSampler(self.meter, self.sampler_interval_s, clock=self.monotonic))
         self._log_meter()
         # Waiting for a sample past each window's end is free when frames are paced far apart.
-        self._wait_for_sample = self.pace and config.interval_s >= 2.0 * self.sampler_interval_s
-        self.governor = Governor(config.deployment_profile(), profiles=self.profiles,
+        self._wait_for_sample = self.pace and self.interval_s >= 2.0 * self.sampler_interval_s
+        self.governor = Governor(self._current.deployment, profiles=self.profiles,
                                  escalation_prior=config.escalation_prior, clock=self.clock)
         self._restore_governor()
         address = config.http_host_port
@@ -219,12 +261,20 @@ class Daemon(object):
     def _restore_governor(self):
         """Per-profile energy and the escalation rate from recent frames, today's spend from the store's totals."""
         recent = list(reversed(self.store.frame_rows(limit=1000)))  # oldest first
-        rows = [r for r in recent[-200:]
-                if r["status"] == "ok" and r["energy_j"] is not None and r["profile"] in STATIC_PROFILES]
+        labelled, unknown = [], collections.Counter()
+        for row in recent:
+            if row["status"] != "ok":
+                continue
+            try:
+                labelled.append(parse_label(row["profile"]) + (row,))
+            except ConfigError:  # written by another version: not evidence for this governor
+                unknown[row["profile"]] += 1
+        if unknown:
+            logger.warning("ignored stored frames with unknown profile labels: %s", dict(unknown))
+        rows = [r for p, _, r in labelled if p != CASCADE and r["energy_j"] is not None][-200:]
         for row in rows:
             self.governor.observe(row["profile"], row["energy_j"], row["latency_s"], t_unix_s=row["t_unix_s"])
-        cascade = [r["profile"] == ESCALATED_LABEL for r in recent
-                   if r["status"] == "ok" and r["profile"].startswith(CASCADE + ":")]
+        cascade = [stage == CASCADE_ESCALATION for p, stage, _ in labelled if p == CASCADE]
         self.governor.restore_escalations(cascade)
         now = self.clock()
         totals = self.store.today_totals(now)
@@ -234,13 +284,29 @@ class Daemon(object):
                     len(rows), self.governor.escalation_rate, len(cascade))
 
     def _load_pipeline(self):
-        """A new pipeline for config.bundle and its cascade settings; closes it again if the settings fail."""
+        """Loaded: a new pipeline for config.bundle, its cascade settings and deployment; closed again on failure."""
         pipeline = self.pipeline_factory(self.config.bundle)
         try:
-            return pipeline, settings_from_config(pipeline.bundle, self.config)
+            cascade = settings_from_config(pipeline.bundle, self.config)
+            deployment, origin = self.config.resolve_deployment(bundle_deployment(pipeline.bundle))
+            deployment.check_budget()
         except BaseException:
             pipeline.close()
             raise
+        self._generation += 1
+        return Loaded(pipeline, cascade, deployment, origin, self._generation)
+
+    def _log_bundle(self, what, loaded):
+        bundle = loaded.pipeline.bundle
+        logger.info("%s %s: models %s", what, bundle.root, [m.name for m in bundle.models])
+        logger.info("deployment profile: %s", ", ".join(
+            "%s=%s (%s)" % (k, getattr(loaded.deployment, k), loaded.origin[k]) for k in DeploymentProfile.FIELDS))
+
+    def _close_pipelines(self):
+        for loaded in (self._previous, self._current):
+            if loaded is not None:
+                loaded.pipeline.close()
+        self._previous = None
 
     # ---- between frames -------------------------------------------------------
     def _tick(self):
@@ -257,15 +323,54 @@ class Daemon(object):
     def _reload(self):
         logger.info("reloading bundle %s", self.config.bundle)
         try:
-            pipeline, settings = self._load_pipeline()
+            loaded = self._load_pipeline()
         except Exception as e:  # any failure to open the new bundle leaves the old one serving
             self.counters["reload_failures"] += 1
             logger.error("reload refused, still serving %s: %s", self.pipeline.bundle.root, e)
             return
-        old, self.pipeline, self._cascade = self.pipeline, pipeline, settings
-        old.close()
+        if self._previous is None:
+            self._previous = self._current  # kept open: the rollback target until a frame succeeds
+        else:
+            self._current.pipeline.close()  # still on probation, never proved itself: the last good one stays
+        self._current, self._probation_failures = loaded, 0
+        self.governor.set_deployment(loaded.deployment)
         self.counters["reloads"] += 1
-        logger.info("reloaded bundle %s: models %s", pipeline.bundle.root, [m.name for m in pipeline.bundle.models])
+        self._log_bundle("reloaded bundle", loaded)
+        self._retry_failed()
+
+    def _settle(self):
+        """A frame succeeded: a reload on probation has proved itself, close the bundle it replaced."""
+        if self._previous is not None:
+            self._previous.pipeline.close()
+            self._previous = None
+            logger.info("bundle %s serves; the one it replaced is closed", self.pipeline.bundle.root)
+
+    def _rollback(self, error):
+        bad, self._current, self._previous = self._current, self._previous, None
+        bad.pipeline.close()
+        self.governor.set_deployment(self._current.deployment)
+        self.counters["rollbacks"] += 1
+        self._failures = 0  # those failures were the withdrawn bundle's
+        logger.error("reload rolled back to bundle %s: the first %d frames on the reloaded bundle %s failed with "
+                     "a model fault (last: %s)", self.pipeline.bundle.root, self._probation_failures,
+                     bad.pipeline.bundle.root, error)
+
+    def _retry_failed(self):
+        """Run again, oldest first, the kept frames that failed on bundles other than the one now serving."""
+        if self._retrying:  # a rollback during a retry: the running loop picks up what is due now
+            return
+        self._retrying = True
+        try:
+            while not self._stop.is_set():
+                due = [entry for entry in self._retry if self._current.generation not in entry[1]]
+                if not due:
+                    break
+                self._retry.remove(due[0])
+                logger.info("retrying frame %s from %s on bundle %s", due[0][0].frame_id, due[0][0].source,
+                            self.pipeline.bundle.root)
+                self._attempt(due[0][0], self.governor.plan().profile, failed_on=due[0][1])
+        finally:
+            self._retrying = False
 
     def _idle(self, seconds):
         """Wait up to `seconds` (real time), ticking; returns at once when stopped."""
@@ -287,33 +392,38 @@ class Daemon(object):
             if self._stop.is_set() or (max_frames is not None and self.counters["frames"] >= max_frames):
                 break
             if self.pace:
-                next_slot = max(next_slot + self.config.interval_s, time.monotonic())
+                next_slot = max(next_slot + self.interval_s, time.monotonic())
                 self._idle(next_slot - time.monotonic())
 
     # ---- one frame ------------------------------------------------------------
     def _handle(self, frame):
         self.counters["frames"] += 1
         if frame.image is None:
-            self.counters["skipped_corrupt"] += 1
-            self._skip(frame, frame.reason or "corrupt frame")
+            self._skip(frame, "skipped_corrupt", frame.reason or "corrupt frame")
             return
         decision = self.governor.plan()
         # Credit carries the unused share over: a fraction of 0.4 processes 2 frames in 5, evenly spread.
         self._credit += decision.frame_fraction
         if self._credit < 1.0 - 1e-9:
-            self.counters["skipped_budget"] += 1
-            self._skip(frame, "budget", profile=decision.profile)
+            self._skip(frame, "skipped_budget", "budget", profile=decision.profile)
             return
         self._credit -= 1.0
-        profile = self._probe(decision) or decision.profile
+        self._attempt(frame, self._probe(decision) or decision.profile)
+
+    def _attempt(self, frame, profile, failed_on=None):
+        """Run, store and observe one frame; `failed_on` (generations) marks a retry of a failed frame."""
         try:
-            run = self._infer(frame.image, profile)
-        except FRAME_ERRORS as e:
-            self._failed(frame, profile, e)
+            run = run_profile(self.pipeline, frame.image, profile, self._current.cascade, measure=self._measure)
+        except FrameError as e:  # the image, not the bundle: a corrupt frame, not a failure
+            self._skip(frame, "skipped_corrupt", "corrupt: %s" % e, profile=profile)
+            return
+        except BUNDLE_ERRORS as e:
+            self._failed(frame, profile, e, failed_on)
             return
         self._failures = 0
-        self._store(frame, run)
-        self._observe(profile, run)
+        self._settle()
+        self._store(frame, run, retried=failed_on is not None)
+        self._observe(run)
 
     def _probe(self, decision):
         """An unmeasured profile to run once, so the governor can weigh it; None when none is due."""
@@ -322,78 +432,81 @@ class Daemon(object):
         for profile in self.governor.unmeasured():
             if profile == decision.profile:
                 continue
-            stages = (CASCADE_FIRST, CASCADE_ESCALATION) if profile == CASCADE else (profile,)
-            for stage in stages:
+            for stage in stages_of(profile):
                 if self.governor.estimate_j(stage) is None:
                     self.counters["probes"] += 1
                     return stage
         return None
 
-    @contextlib.contextmanager
-    def _measured(self, name):
-        window = "frame:" + name
+    def _measure(self, profile, call):
+        """run_profile's measure: an energy window on the sampler and the latency, around one stage."""
+        window = "frame:" + profile
         self.sampler.begin_window(window)
         t0 = self.monotonic()
         ok = False
         try:
-            yield
+            result = call()
             ok = True
         finally:
             latency_s = self.monotonic() - t0
             measurement = self.sampler.end_window(window, wait=ok and self._wait_for_sample)
-            self._stages[name] = (measurement.energy_j, latency_s)
+        return result, measurement.energy_j, latency_s
 
-    def _infer(self, image, profile):
-        self._stages = {}
-        return run_profile(self.pipeline, image, profile, self._cascade, stage=self._measured)
-
-    def _failed(self, frame, profile, error):
+    def _failed(self, frame, profile, error, failed_on=None):
         self._failures += 1
-        self.counters["failed"] += 1
-        logger.error("frame %s from %s failed (%d in a row): %s", frame.frame_id, frame.source, self._failures, error)
-        self._skip(frame, "error: %s" % error, profile=profile)
+        if failed_on is None:
+            self._skip(frame, "failed", "error: %s" % error, profile=profile)
+        self._retry.append((frame, (failed_on or frozenset()) | {self._current.generation}))
+        logger.error("frame %s from %s failed%s on bundle %s (%d in a row): %s", frame.frame_id, frame.source,
+                     "" if failed_on is None else " again", self.pipeline.bundle.root, self._failures, error)
+        if self._previous is not None:
+            self._probation_failures += 1
+            if self._probation_failures >= min(self.reload_probation_frames, self.max_failures):
+                self._rollback(error)
+                self._retry_failed()
+                return
         if self._failures >= self.max_failures:
             raise DaemonError("%d consecutive frames failed; last error: %s" % (self._failures, error)) from error
 
-    def _skip(self, frame, reason, profile=""):
+    def _skip(self, frame, counter, reason, profile=""):
+        self.counters[counter] += 1
         self.store.record_frame(frame.t_unix_s, frame.source, frame.frame_id, status="skipped", reason=reason,
                                 profile=profile, origin=frame.origin)
-        self.status.record_frame(skipped=True)
+        self.status.record_frame(skipped=True, reason=SKIP_COUNTERS[counter])
 
-    def _store(self, frame, run):
+    def _store(self, frame, run, retried=False):
         bundle = self.pipeline.bundle
-        energy_j = sum(e for e, _ in self._stages.values())
-        latency_s = sum(t for _, t in self._stages.values())
         versions = {m.name: m.sha256[:12] for m in bundle.models if m.name in run.models}
         self.store.record_frame(frame.t_unix_s, frame.source, frame.frame_id, run.detections, profile=run.label,
-                                latency_s=latency_s, energy_j=energy_j, reason=run.reason, model_versions=versions,
-                                class_names=bundle.names, crop_paths=self._crops(frame, run.detections),
-                                origin=frame.origin)
+                                latency_s=run.latency_s, energy_j=run.energy_j, reason=run.reason,
+                                model_versions=versions, class_names=bundle.names,
+                                crop_paths=self._crops(frame, run.detections), origin=frame.origin)
         self.counters["processed"] += 1
+        self.counters["retried"] += int(retried)
         self.counters["detections"] += len(run.detections)
         self.counters["escalated"] += int(run.escalated)
         self.by_label[run.label] += 1
-        self.status.record_frame(latency_s=latency_s, n_detections=len(run.detections))
+        self.status.record_frame(latency_s=run.latency_s, n_detections=len(run.detections), retried=retried)
 
     def _crops(self, frame, detections):
-        if len(detections) == 0 or not self._cascade.critical_ids:
+        critical_ids = self._current.cascade.critical_ids
+        if len(detections) == 0 or not critical_ids:
             return None
         try:
-            return self.crops.save_critical(frame.image, detections, self._cascade.critical_ids, frame.t_unix_s,
+            return self.crops.save_critical(frame.image, detections, critical_ids, frame.t_unix_s,
                                             frame.source, frame.frame_id, max_crops=self.config.crops_per_frame)
         except StoreError as e:  # a full or broken crops disk must not stop detection
             logger.warning("crops of frame %s not saved: %s", frame.frame_id, e)
             return None
 
-    def _observe(self, profile, run):
-        stages = self._stages
-        if profile == CASCADE:
-            full = stages.get(CASCADE_ESCALATION, (None, None))
-            self.governor.observe_cascade(stages[CASCADE_FIRST][0], run.escalated, full[0],
-                                          stages[CASCADE_FIRST][1], full[1])
+    def _observe(self, run):
+        if parse_label(run.label)[0] == CASCADE:
+            first, full = run.stage(CASCADE_FIRST), run.stage(CASCADE_ESCALATION)
+            self.governor.observe_cascade(first.energy_j, run.escalated, None if full is None else full.energy_j,
+                                          first.latency_s, None if full is None else full.latency_s)
         else:
-            energy_j, latency_s = stages[profile]
-            self.governor.observe(profile, energy_j, latency_s)
+            stage = run.stages[0]
+            self.governor.observe(stage.profile, stage.energy_j, stage.latency_s)
         latest = self.sampler.latest()
         self.status.set(power_w=latest.power_w, energy_today_wh=self.governor.spent_wh(),
                         budget_left_wh=self.governor.budget_left_wh(), profile=self.governor.profile,

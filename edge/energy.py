@@ -1,4 +1,4 @@
-"""Deployment profile, Wh/day arithmetic, the cascade rule and the energy governor.
+"""Deployment profile, Wh/day arithmetic and the energy governor.
 
 Wh/day = [frames x E_frame + P_idle x (powered s - busy s)] / 3600
          + P_sleep x (86400 - powered s) / 3600
@@ -10,6 +10,9 @@ An always-on Jetson Nano idles at about 1-2 W, i.e. 24-48 Wh/day before any
 inference. A budget like 14.4 Wh/day therefore only makes sense with a
 powered-off duty cycle (few powered hours a day) or as the inference share
 alone: `budget_scope` is "total" or "inference" to say which.
+
+Profile names, their order and the cascade's stages and rule live in
+edge.profiles; this module only counts their energy.
 """
 import collections
 import datetime
@@ -18,15 +21,11 @@ import time
 
 import numpy as np
 
-from edge.errors import ConfigError
+from edge.errors import BudgetInfeasible, ConfigError  # BudgetInfeasible stays importable from here
+from edge.profiles import CASCADE, CASCADE_ESCALATION, CASCADE_FIRST, DEFAULT_PROFILE_ORDER, PROFILES, STATIC_PROFILES
 
 logger = logging.getLogger(__name__)
 
-PROFILES = ("single", "ensemble", "ensemble_flip", "ensemble_full", "cascade")
-# Richness order for the governor, poorest first. Cascade sits above single:
-# it equals single on easy frames and the full ensemble+TTA on hard ones.
-DEFAULT_PROFILE_ORDER = ("single", "cascade", "ensemble", "ensemble_flip", "ensemble_full")
-CASCADE_FIRST, CASCADE_ESCALATION = "single", "ensemble_full"
 BUDGET_SCOPES = ("total", "inference")
 SECONDS_PER_DAY = 86400.0
 IDLE_NOTE = ("An always-on Jetson Nano idles at about 1-2 W, i.e. 24-48 Wh/day before any inference: "
@@ -41,10 +40,6 @@ def local_day_bounds_unix_s(t_unix_s):
     start = datetime.datetime.combine(day, datetime.time())
     end = datetime.datetime.combine(day + datetime.timedelta(days=1), datetime.time())
     return time.mktime(start.timetuple()), time.mktime(end.timetuple())
-
-
-class BudgetInfeasible(ConfigError):
-    """A total energy budget that idle and sleep power alone already exceed."""
 
 
 class DailyEnergy(collections.namedtuple("DailyEnergy", "inference_wh idle_wh sleep_wh total_wh frames busy_s")):
@@ -119,6 +114,24 @@ class DeploymentProfile(object):
     def to_dict(self):
         return {name: getattr(self, name) for name in self.FIELDS}
 
+    def replace(self, **changes):
+        """A new profile with `changes` (FIELDS names); giving one of capture_interval_s or
+        frames_per_day (not None) drops the other, so an override switches how frames are counted."""
+        values = self.to_dict()
+        for name, other in (("capture_interval_s", "frames_per_day"), ("frames_per_day", "capture_interval_s")):
+            if changes.get(name) is not None and other not in changes:
+                values[other] = None
+        values.update(changes)
+        return self.from_dict(values)
+
+    def __eq__(self, other):
+        return isinstance(other, DeploymentProfile) and self.to_dict() == other.to_dict()
+
+    def __ne__(self, other):
+        return not self == other
+
+    __hash__ = None
+
     @classmethod
     def from_dict(cls, values):
         unknown = sorted(set(values) - set(cls.FIELDS))
@@ -128,6 +141,30 @@ class DeploymentProfile(object):
 
     def __repr__(self):
         return "DeploymentProfile({})".format(", ".join("{}={!r}".format(k, v) for k, v in self.to_dict().items()))
+
+
+def parse_deployment_items(text):
+    """'budget_wh_day=20,capture_interval_s=60' -> {field: value} over DeploymentProfile.FIELDS.
+
+    Numbers are parsed here, ranges are checked by DeploymentProfile; 'none'
+    clears capture_interval_s or frames_per_day. ConfigError names a bad item.
+    """
+    values = {}
+    for item in (p.strip() for p in str(text).split(",") if p.strip()):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or key not in DeploymentProfile.FIELDS:
+            raise ConfigError("deployment item {!r}: expected KEY=VALUE with KEY one of {}".format(
+                item, ", ".join(DeploymentProfile.FIELDS)))
+        if key == "budget_scope":
+            values[key] = value
+        elif key in ("capture_interval_s", "frames_per_day") and value.lower() in ("none", "null", ""):
+            values[key] = None
+        else:
+            try:
+                values[key] = float(value)
+            except ValueError as e:
+                raise ConfigError("deployment item {!r}: {} must be a number".format(item, key)) from e
+    return values
 
 
 def _check_number(name, value, minimum=None, maximum=None, strict=False):
@@ -159,30 +196,6 @@ def daily_energy(deployment, energy_per_frame_j, latency_per_frame_s=0.0, frames
 def cascade_energy_j(single_energy_j, full_energy_j, escalation_rate):
     """Expected energy of one cascade frame: E_single + rate x E_full."""
     return float(single_energy_j) + float(escalation_rate) * float(full_energy_j)
-
-
-def should_escalate(detections, band, critical_ids, critical_min_score):
-    """Cascade rule: escalate when a critical candidate or an uncertain score is present.
-
-    `band` = (lo, hi) inclusive; a critical candidate is a detection whose
-    class is in `critical_ids` with score >= `critical_min_score`.
-    Returns (escalate, reason).
-    """
-    lo, hi = float(band[0]), float(band[1])
-    if not 0.0 <= lo <= hi <= 1.0:
-        raise ConfigError("cascade band={!r}; expected 0 <= lo <= hi <= 1".format(band))
-    if len(detections) == 0:
-        return False, "no detections"
-    score, class_id = detections.score, detections.class_id
-    critical = np.isin(class_id, np.asarray(list(critical_ids), dtype=np.int64)) & (score >= critical_min_score)
-    if critical.any():
-        i = int(np.argmax(np.where(critical, score, -1.0)))
-        return True, "critical class {} candidate at score {:.3f} >= {:g}".format(
-            int(class_id[i]), float(score[i]), critical_min_score)
-    uncertain = (score >= lo) & (score <= hi)
-    if uncertain.any():
-        return True, "{} detection(s) in uncertain band [{:g}, {:g}]".format(int(uncertain.sum()), lo, hi)
-    return False, "{} detection(s) outside [{:g}, {:g}], no critical candidate".format(len(detections), lo, hi)
 
 
 class RunningMedian(object):
@@ -251,7 +264,7 @@ class Governor(object):
         self.headroom_frac = float(headroom_frac)
         self.clock = clock
         prior_energy_j, prior_latency_s = prior_energy_j or {}, prior_latency_s or {}
-        measured = [p for p in PROFILES if p != "cascade"]
+        measured = STATIC_PROFILES
         self._energy = {p: RunningMedian(window, prior_energy_j.get(p)) for p in measured}
         self._latency = {p: RunningMedian(window, prior_latency_s.get(p)) for p in measured}
         self._escalation = EscalationRate(escalation_prior, window=escalation_window)
@@ -295,6 +308,13 @@ class Governor(object):
             self.observe(CASCADE_ESCALATION, full_energy_j, full_latency_s, t_unix_s)
         self._escalation.add(escalated)
 
+    def set_deployment(self, deployment):
+        """Plan against another deployment profile from now on (a reloaded bundle's); spend is kept."""
+        deployment.check_budget()
+        if deployment != self.deployment:
+            logger.info("governor deployment now %s (was %s)", deployment, self.deployment)
+        self.deployment = deployment
+
     def restore_spent(self, inference_j, busy_s=0.0, t_unix_s=None):
         """Set today's spend after a restart (e.g. from Store.energy_today_j)."""
         self._now(t_unix_s)
@@ -311,14 +331,14 @@ class Governor(object):
 
     def estimate_j(self, profile):
         """Expected energy per frame of a profile (J), None when unknown."""
-        if profile == "cascade":
+        if profile == CASCADE:
             single, full = self._energy[CASCADE_FIRST].value, self._energy[CASCADE_ESCALATION].value
             return None if single is None or full is None else cascade_energy_j(single, full, self.escalation_rate)
         return self._energy[profile].value
 
     def estimate_latency_s(self, profile):
         """Expected latency per frame (s); 0 when unmeasured (idle then counts in full: conservative)."""
-        if profile == "cascade":
+        if profile == CASCADE:
             return self.estimate_latency_s(CASCADE_FIRST) + self.escalation_rate * self.estimate_latency_s(
                 CASCADE_ESCALATION)
         value = self._latency[profile].value

@@ -31,3 +31,11 @@ class MeterUnavailable(EdgeError):
 
 class ConfigError(EdgeError):
     """A configuration value is missing or out of range."""
+
+
+class BudgetInfeasible(ConfigError):
+    """A total energy budget that idle and sleep power alone already exceed."""
+
+
+class DaemonError(EdgeError):
+    """The daemon cannot go on (e.g. every recent frame failed); systemd should restart it."""

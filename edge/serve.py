@@ -4,10 +4,13 @@
     python -m edge serve --bundle DIR --source SRC --store detections.sqlite [--interval S]
                          [--budget-wh-day W] [--http 127.0.0.1:8080] [--meter auto] [--max-frames N]
 
-Flags override the config file's values. SIGTERM/SIGINT stop taking frames,
-finish the one in flight and close everything (exit 0); SIGHUP reloads the
-bundle, keeping the old one when the new one does not load. Signal handlers
-are installed here only, for the duration of the command.
+Flags override the config file's values; the budget and frame rate given by
+neither come from the bundle's deployment profile (else the defaults).
+SIGTERM/SIGINT stop taking frames, finish the one in flight and close
+everything (exit 0); SIGHUP reloads the bundle, keeping the old one when the
+new one does not load and rolling back to it when the new one's first frames
+all fail. Signal handlers are installed here only, for the duration of the
+command.
 """
 import contextlib
 import logging
@@ -37,8 +40,10 @@ def add_serve_parser(subparsers):
     parser.add_argument("--store", default=None, help="SQLite store of frames and detections")
     parser.add_argument("--crops", default=None, help="folder for crops of critical species "
                                                       "(default: 'crops' beside --store)")
-    parser.add_argument("--interval", type=float, default=None, metavar="SECONDS", help="seconds between frames")
-    parser.add_argument("--budget-wh-day", type=float, default=None, metavar="W", help="energy budget in Wh/day")
+    parser.add_argument("--interval", type=float, default=None, metavar="SECONDS",
+                        help="seconds between frames (default: the bundle's deployment, else 10)")
+    parser.add_argument("--budget-wh-day", type=float, default=None, metavar="WH",
+                        help="energy budget in Wh/day (default: the bundle's deployment, else 14.4)")
     parser.add_argument("--http", default=None, metavar="HOST:PORT", help="status server address; '' turns it off")
     parser.add_argument("--meter", default=None, choices=meter_names(), help="power meter (config default: auto)")
     parser.add_argument("--profile", default=None, help="auto (the governor) or one fixed inference profile")
@@ -99,6 +104,7 @@ def run_serve(args, out):
             summary = daemon.run(max_frames=args.max_frames)
     finally:
         choice.meter.close()
-    out.write("served %(frames)d frames: %(processed)d processed, %(skipped_budget)d skipped for budget, "
-              "%(skipped_corrupt)d corrupt, %(failed)d failed, %(detections)d detections\n" % summary)
+    out.write("served %(frames)d frames: %(processed)d processed (%(retried)d of them retried after a reload), "
+              "%(skipped_budget)d skipped for budget, %(skipped_corrupt)d corrupt, %(failed)d failed, "
+              "%(detections)d detections; %(reloads)d reloads, %(rollbacks)d rolled back\n" % summary)
     return 0

@@ -72,16 +72,16 @@ def fake_bundle(root, version="v1", variants=VARIANTS):
 
 
 class Scene(object):
-    """What the fake models see: one box of `class_id` at `score`, or a failure."""
+    """What the fake models see: one box of `class_id` at `score`, or a failure (of every bundle, or a faulty one)."""
 
     def __init__(self, clock):
         self.clock, self.class_id, self.score, self.step_s, self.fail, self.on_call = clock, 1, 0.9, STEP_S, False, None
 
-    def outputs(self, batch):
+    def outputs(self, batch, faulty=False):
         self.clock.advance(self.step_s)
         if self.on_call is not None:
             self.on_call()
-        if self.fail:
+        if self.fail or faulty:
             raise BackendError("fake engine fault")
         out = np.zeros((batch.shape[0], 4 + NC, 2), np.float32)
         out[:, :4, 0] = [32.0, 32.0, 20.0, 20.0]
@@ -90,22 +90,31 @@ class Scene(object):
 
 
 class FakeBundles(object):
-    """pipeline_factory: a Pipeline over FakeBackends; `version` and `broken` control the next load."""
+    """pipeline_factory: a Pipeline over FakeBackends; `version`, `broken` and `deployment` control the next load,
+    `faulty` lists the versions whose models fail on every frame."""
 
     def __init__(self, scene):
-        self.scene, self.version, self.broken, self.opened = scene, "v1", False, []
+        self.scene, self.version, self.broken, self.opened, self.faulty, self.deployment = \
+            scene, "v1", False, [], set(), None
 
     def __call__(self, path):
         if self.broken:
             raise BundleError("%s/manifest.json: checksum of balanced.onnx does not match" % path)
         bundle = fake_bundle(path, self.version)
-        backends = {m.name: FakeBackend(self.scene.outputs, input_shape=(3, SIZE, SIZE)) for m in bundle.models}
+        bundle.deployment = self.deployment
+        faulty = self.version in self.faulty
+
+        def outputs(batch):
+            return self.scene.outputs(batch, faulty)
+
+        backends = {m.name: FakeBackend(outputs, input_shape=(3, SIZE, SIZE)) for m in bundle.models}
         self.opened.append(Pipeline(bundle, backends))
         return self.opened[-1]
 
 
-def frames(clock, count, hooks=None, corrupt=()):
-    """source_factory yielding `count` grey frames; hooks[i]() runs before frame i is taken."""
+def frames(clock, count, hooks=None, corrupt=(), tiny=()):
+    """source_factory yielding `count` grey frames (unreadable at `corrupt`, 1x1 at `tiny`); hooks[i]() runs
+    before frame i is taken."""
     def factory(stop_event, wait):
         def generate():
             for i in range(count):
@@ -113,7 +122,8 @@ def frames(clock, count, hooks=None, corrupt=()):
                     hooks[i]()
                 if stop_event.is_set():
                     return
-                image = None if i in corrupt else np.full((SIZE, SIZE, 3), 90, np.uint8)
+                side = 1 if i in tiny else SIZE
+                image = None if i in corrupt else np.full((side, side, 3), 90, np.uint8)
                 yield Frame(i, clock.time(), image, "fake", "corrupt jpeg" if image is None else "", "fake#%d" % i)
         return generate()
     return factory
@@ -125,13 +135,13 @@ def rig(tmp_path):
     scene = Scene(clock)
     bundles = FakeBundles(scene)
 
-    def make(count=10, hooks=None, corrupt=(), pace=False, max_failures=5, **settings):
+    def make(count=10, hooks=None, corrupt=(), tiny=(), pace=False, max_failures=5, **settings):
         values = dict(bundle=str(tmp_path / "bundle"), source="fake", store_path=str(tmp_path / "s.sqlite"),
                       crops_dir=str(tmp_path / "crops"), store_synchronous="NORMAL", http_address="",
                       budget_wh_day=1000.0, profile="ensemble_flip", interval_s=10.0)
         values.update(settings)
         config = load_edge_config(None, values)
-        return Daemon(config, pipeline_factory=bundles, source_factory=frames(clock, count, hooks, corrupt),
+        return Daemon(config, pipeline_factory=bundles, source_factory=frames(clock, count, hooks, corrupt, tiny),
                       meter=ConstantMeter(clock), clock=clock.time, monotonic=clock.monotonic, pace=pace,
                       max_failures=max_failures)
 
@@ -424,3 +434,145 @@ def test_http_metrics_and_detections_answer_while_running(rig):
     assert status == 200 and len(json.loads(body)["detections"]) == 3
     assert answers["/healthz"][0] == 200
     assert daemon.http_address is None  # stopped with the daemon
+
+
+# ---- faults: the image's or the bundle's ----------------------------------------------
+
+def test_an_unusable_image_is_a_corrupt_skip_and_never_stops_the_daemon(rig):
+    tiny = (1, 2, 3)  # three 1x1 frames in a row, more than max_failures
+    summary = rig.make(count=5, tiny=tiny, profile="single", max_failures=2).run()
+    rows = stored(rig)[0]
+    assert [r["status"] for r in rows] == ["ok", "skipped", "skipped", "skipped", "ok"]
+    assert all(r["reason"].startswith("corrupt:") and "too small" in r["reason"] for r in rows[1:4])
+    assert (summary["skipped_corrupt"], summary["failed"], summary["processed"]) == (len(tiny), 0, 5 - len(tiny))
+
+
+def test_frames_failed_by_a_bundle_are_retried_after_the_reload_that_replaces_it(rig):
+    daemon = None
+    rig.bundles.faulty = {"v1-bad"}
+    rig.bundles.version = "v1-bad"
+
+    def fixed_bundle():
+        rig.bundles.version = "v2"
+        daemon.request_reload()
+
+    daemon = rig.make(count=5, hooks={3: fixed_bundle}, profile="single")
+    summary = daemon.run()
+    rows = stored(rig)[0]
+    v2 = {"balanced": sha("v2", "balanced")[:12]}
+    assert [(r["frame_id"], r["status"]) for r in rows] == [
+        (0, "skipped"), (1, "skipped"), (2, "skipped"), (0, "ok"), (1, "ok"), (2, "ok"), (3, "ok"), (4, "ok")]
+    assert all(json.loads(r["model_versions"]) == v2 for r in rows if r["status"] == "ok")
+    assert (summary["frames"], summary["failed"], summary["retried"], summary["processed"]) == (5, 3, 3, 5)
+    assert summary["frames"] == (summary["processed"] - summary["retried"] + summary["skipped_corrupt"]
+                                 + summary["skipped_budget"] + summary["failed"])
+    snap = daemon.status.snapshot()
+    assert (snap["frames_total"], snap["frames_retried"]) == (5, 3)
+
+
+def test_a_reload_whose_frames_all_fail_rolls_back_and_reruns_them(rig, caplog):
+    daemon, probation = None, 3
+    rig.bundles.faulty = {"v2"}
+
+    def faulty_bundle():
+        rig.bundles.version = "v2"
+        daemon.request_reload()
+
+    daemon = rig.make(count=8, hooks={2: faulty_bundle}, profile="single", max_failures=probation)
+    with caplog.at_level("ERROR", logger="edge.daemon"):
+        summary = daemon.run()
+    rows = stored(rig)[0]
+    ok = [r for r in rows if r["status"] == "ok"]
+    failed = list(range(2, 2 + probation))
+    assert [r["frame_id"] for r in rows if r["status"] == "skipped"] == failed
+    assert sorted(r["frame_id"] for r in ok) == list(range(8))  # every frame stored once it ran on v1
+    assert {r["model_versions"] for r in ok} == {json.dumps({"balanced": sha("v1", "balanced")[:12]})}
+    assert (summary["reloads"], summary["rollbacks"], summary["retried"]) == (1, 1, probation)
+    v1, v2 = rig.bundles.opened
+    assert all(b.closed for b in v2.backends.values()) and all(b.closed for b in v1.backends.values())
+    assert any("rolled back" in r.getMessage() and "first %d frames" % probation in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_reload_on_probation_closes_the_old_bundle_after_its_first_good_frame(rig):
+    daemon, closed_at_frame = None, {}
+
+    def new_bundle():
+        rig.bundles.version = "v2"
+        daemon.request_reload()
+
+    def look(i):
+        return lambda: closed_at_frame.setdefault(i, all(b.closed for b in rig.bundles.opened[0].backends.values()))
+
+    daemon = rig.make(count=4, hooks={1: new_bundle, 2: look(2)}, profile="single")
+    summary = daemon.run()
+    assert closed_at_frame == {2: True}  # frame 1 ran on v2, so v1 was closed before frame 2
+    assert summary["rollbacks"] == 0 and summary["reloads"] == 1
+
+
+def test_only_model_faults_count_towards_max_failures(rig):
+    hooks = {1: lambda: setattr(rig.scene, "fail", True)}
+    daemon = rig.make(count=6, hooks=hooks, tiny=(2, 4), profile="single", max_failures=3)
+    with pytest.raises(DaemonError, match="3 consecutive frames failed"):
+        daemon.run()
+    rows = stored(rig)[0]
+    assert [r["reason"].split(":")[0] for r in rows[1:]] == ["error", "corrupt", "error", "corrupt", "error"]
+
+
+# ---- the deployment profile: the bundle's, refined by the config ---------------------------
+
+def test_budget_and_interval_come_from_the_bundle_unless_the_config_gives_them(rig, caplog):
+    from edge.energy import DeploymentProfile
+
+    rig.bundles.deployment = DeploymentProfile(3.0, "inference", capture_interval_s=30.0, idle_power_w=1.1)
+    with caplog.at_level("INFO", logger="edge.daemon"):
+        from_bundle = rig.make(count=1, profile="single", budget_wh_day=None, interval_s=None)
+        from_bundle.run()
+    assert from_bundle.governor.deployment == rig.bundles.deployment and from_bundle.interval_s == 30.0
+    log = "\n".join(r.getMessage() for r in caplog.records)
+    assert "budget_wh_day=3.0 (bundle)" in log and "capture_interval_s=30.0 (bundle)" in log
+    given = rig.make(count=1, profile="single", budget_wh_day=50.0)  # and interval_s=10 (the rig's)
+    given.run()
+    assert given.governor.deployment == rig.bundles.deployment.replace(budget_wh_day=50.0, capture_interval_s=10.0)
+
+
+def test_without_a_bundle_deployment_the_config_defaults_apply(rig):
+    daemon = rig.make(count=1, profile="single", budget_wh_day=None)
+    daemon.run()
+    assert daemon.governor.deployment.budget_wh_day == 14.4  # today's default
+    from edge.daemon import bundle_deployment
+
+    assert bundle_deployment(object()) is None  # a bundle object from before bundle.deployment
+
+
+def test_a_reload_brings_the_new_bundles_deployment(rig):
+    from edge.energy import DeploymentProfile
+
+    daemon = None
+    rig.bundles.deployment = DeploymentProfile(3.0, capture_interval_s=10.0)
+
+    def new_bundle():
+        rig.bundles.version, rig.bundles.deployment = "v2", DeploymentProfile(5.0, capture_interval_s=10.0)
+        daemon.request_reload()
+
+    daemon = rig.make(count=3, hooks={1: new_bundle}, profile="single", budget_wh_day=None)
+    daemon.run()
+    assert daemon.governor.deployment.budget_wh_day == 5.0
+
+
+# ---- /metrics: a series per skip reason ------------------------------------------------------
+
+def test_metrics_count_each_skip_reason_from_the_daemons_counters(rig):
+    from edge.http import format_metrics
+
+    budget = 0.5 * _projected_wh("single")
+    hooks = {5: lambda: setattr(rig.scene, "fail", True), 6: lambda: setattr(rig.scene, "fail", False)}
+    daemon = rig.make(count=30, hooks=hooks, corrupt=(1, 3), tiny=(7,), profile="single", budget_wh_day=budget)
+    summary = daemon.run()
+    text = format_metrics(daemon.status.snapshot())
+    expected = {"corrupt": summary["skipped_corrupt"], "budget": summary["skipped_budget"],
+                "failed": summary["failed"]}
+    assert expected["corrupt"] >= 2 and expected["budget"] > 0  # the 1x1 frame may fall on a budget skip
+    assert sum(expected.values()) == daemon.status.snapshot()["frames_skipped"]
+    for reason, count in expected.items():
+        assert 'reefwatch_frames_skipped_total{reason="%s"} %r' % (reason, float(count)) in text.splitlines()

@@ -119,3 +119,54 @@ def test_save_round_trip(tmp_path):
     path = str(tmp_path / "used.json")
     save_edge_config(config, path)
     assert load_edge_config(path) == config
+
+
+BUNDLE_DEPLOYMENT = DeploymentProfile(30.0, "inference", frames_per_day=2000, powered_hours_per_day=12,
+                                      idle_power_w=1.2, sleep_power_w=0.1)
+
+
+def test_given_keys_are_the_file_and_override_keys(tmp_path):
+    path = write(tmp_path, {"budget_wh_day": 20, "idle_power_w": None, "_comment": "x", "source": "rtsp://c"})
+    config = load_edge_config(path, {"interval_s": 5, "budget_scope": None})
+    assert config.given == {"budget_wh_day", "source", "interval_s"}  # null deployment keys and unset flags: not given
+    assert config.idle_power_w == default_values()["idle_power_w"]
+    assert load_edge_config().given == frozenset()
+    assert config._replace(profile="single").given == config.given | {"profile"}
+
+
+@pytest.mark.parametrize("given, expected_origin", [
+    ({}, {}),
+    ({"budget_wh_day": 20.0}, {"budget_wh_day": "config"}),
+    ({"budget_wh_day": 20.0, "budget_scope": "total", "powered_hours_per_day": 6.0, "sleep_power_w": 0.0},
+     {"budget_wh_day": "config", "budget_scope": "config", "powered_hours_per_day": "config",
+      "sleep_power_w": "config"}),
+    ({"interval_s": 30.0}, {"capture_interval_s": "config", "frames_per_day": "config"}),
+    ({"frames_per_day": 500.0}, {"capture_interval_s": "config", "frames_per_day": "config"}),
+])
+def test_a_given_config_value_wins_over_the_bundle_and_the_rest_comes_from_it(given, expected_origin):
+    config = load_edge_config(overrides=given)
+    deployment, origin = config.resolve_deployment(BUNDLE_DEPLOYMENT)
+    expected = BUNDLE_DEPLOYMENT.to_dict()
+    renamed = {"interval_s": "capture_interval_s"}
+    for key, value in given.items():
+        expected[renamed.get(key, key)] = value
+    if "interval_s" in given:
+        expected["frames_per_day"] = None
+    if "frames_per_day" in given:
+        expected["capture_interval_s"] = None
+    assert deployment.to_dict() == expected
+    assert origin == dict(dict.fromkeys(DeploymentProfile.FIELDS, "bundle"), **expected_origin)
+
+
+def test_without_a_bundle_profile_the_defaults_apply():
+    config = load_edge_config(overrides={"budget_wh_day": 9.0})
+    deployment, origin = config.resolve_deployment(None)
+    assert deployment == config.deployment_profile() and deployment.budget_wh_day == 9.0
+    assert origin == dict(dict.fromkeys(DeploymentProfile.FIELDS, "default"), budget_wh_day="config")
+
+
+def test_the_packaged_file_can_leave_the_budget_to_the_bundle(tmp_path):
+    config = load_edge_config(write(tmp_path, {"budget_wh_day": None, "interval_s": 10.0}))
+    deployment, origin = config.resolve_deployment(BUNDLE_DEPLOYMENT)
+    assert deployment.budget_wh_day == 30.0 and origin["budget_wh_day"] == "bundle"
+    assert deployment.capture_interval_s == 10.0 and deployment.frames_per_day is None  # interval_s was given

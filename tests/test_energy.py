@@ -1,13 +1,12 @@
-"""Energy model arithmetic, the cascade rule and the governor's choices."""
+"""Energy model arithmetic and the governor's choices (the cascade rule: tests/test_profiles.py)."""
 import datetime
 import time
 
 import numpy as np
 import pytest
 
-from edge.detections import Detections
 from edge.energy import (BudgetInfeasible, DeploymentProfile, Governor, RunningMedian, EscalationRate,
-                         cascade_energy_j, daily_energy, local_day_bounds_unix_s, should_escalate)
+                         cascade_energy_j, daily_energy, local_day_bounds_unix_s, parse_deployment_items)
 from edge.errors import ConfigError
 
 
@@ -78,32 +77,6 @@ def test_busy_beyond_powered_time_raises():
 
 def test_cascade_energy():
     assert cascade_energy_j(2.0, 10.0, 0.3) == pytest.approx(2.0 + 0.3 * 10.0)
-
-
-def D(scores, classes):
-    n = len(scores)
-    return Detections(np.tile([[0, 0, 10, 10]], (n, 1)), scores, classes)
-
-
-@pytest.mark.parametrize("scores, classes, expected, word", [
-    ([], [], False, "no detections"),
-    ([0.9, 0.1], [1, 1], False, "outside"),
-    ([0.9, 0.5], [1, 1], True, "uncertain"),
-    ([0.25], [1], True, "uncertain"),      # band is inclusive
-    ([0.6], [1], True, "uncertain"),
-    ([0.35], [7], True, "critical class 7"),
-    ([0.95], [7], True, "critical class 7"),  # confident critical detections still escalate
-    ([0.1], [7], False, "outside"),       # below the candidate threshold and the band
-])
-def test_should_escalate(scores, classes, expected, word):
-    escalate, reason = should_escalate(D(scores, classes), (0.25, 0.6), {7, 9}, 0.3)
-    assert escalate is expected
-    assert word in reason
-
-
-def test_should_escalate_rejects_bad_band():
-    with pytest.raises(ConfigError, match="band"):
-        should_escalate(D([0.5], [1]), (0.7, 0.2), set(), 0.3)
 
 
 def test_running_median_and_escalation_rate():
@@ -282,3 +255,57 @@ def test_governor_rejects_unknown_profile_and_infeasible_budget():
         Governor(d, ("single", "tta_max"))
     with pytest.raises(BudgetInfeasible):
         Governor(DeploymentProfile(10.0, "total", frames_per_day=10, idle_power_w=1.0), ORDER)
+
+
+BASE = DeploymentProfile(14.4, "inference", capture_interval_s=60.0, powered_hours_per_day=24.0, idle_power_w=1.5)
+
+
+@pytest.mark.parametrize("changes, dropped", [
+    ({"budget_wh_day": 20.0}, None),
+    ({"frames_per_day": 500.0}, "capture_interval_s"),  # counting frames per day replaces the interval
+    ({"capture_interval_s": 30.0}, None),
+    ({"idle_power_w": 1.0, "sleep_power_w": 0.05, "powered_hours_per_day": 6.0}, None),
+])
+def test_replace_changes_fields_and_keeps_exactly_one_frame_count(changes, dropped):
+    got = BASE.replace(**changes)
+    expected = dict(BASE.to_dict(), **changes)
+    if dropped:
+        expected[dropped] = None
+    assert got.to_dict() == expected and BASE.capture_interval_s == 60.0  # the original is unchanged
+    with pytest.raises(ConfigError, match="watts"):
+        BASE.replace(watts=3.0)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("", {}),
+    ("budget_wh_day=20, capture_interval_s=30", {"budget_wh_day": 20.0, "capture_interval_s": 30.0}),
+    ("frames_per_day=500,capture_interval_s=none", {"frames_per_day": 500.0, "capture_interval_s": None}),
+    ("budget_scope=total,powered_hours_per_day=6", {"budget_scope": "total", "powered_hours_per_day": 6.0}),
+    ("idle_power_w=1.2,sleep_power_w=0", {"idle_power_w": 1.2, "sleep_power_w": 0.0}),
+])
+def test_deployment_items_use_the_profile_field_names(text, expected):
+    items = parse_deployment_items(text)
+    assert items == expected and set(items) <= set(DeploymentProfile.FIELDS)
+    assert BASE.replace(**items).to_dict() == dict(BASE.replace(**items).to_dict(), **expected)
+
+
+@pytest.mark.parametrize("text, word", [
+    ("interval_s=60", "interval_s=60"),  # the benchmark's old vocabulary is gone
+    ("idle_w=1.5", "capture_interval_s"),
+    ("budget_wh_day", "KEY=VALUE"),
+    ("budget_wh_day=lots", "must be a number"),
+])
+def test_bad_deployment_items_name_the_item(text, word):
+    with pytest.raises(ConfigError, match=word):
+        parse_deployment_items(text)
+
+
+def test_set_deployment_replans_against_the_new_budget_and_refuses_an_infeasible_one():
+    g = Governor(DeploymentProfile(1000.0, frames_per_day=1000), profiles=("single",),
+                 prior_energy_j={"single": 36.0}, clock=lambda: NOON)
+    assert g.plan(NOON).frame_fraction == 1.0
+    g.set_deployment(DeploymentProfile(1.0, frames_per_day=1000))  # 1000 x 36 J = 10 Wh/day >> 1 Wh
+    assert g.deployment.budget_wh_day == 1.0 and g.plan(NOON).frame_fraction < 1.0
+    with pytest.raises(BudgetInfeasible):
+        g.set_deployment(DeploymentProfile(1.0, "total", frames_per_day=10))
+    assert g.deployment.budget_wh_day == 1.0
