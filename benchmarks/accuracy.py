@@ -19,9 +19,9 @@ from edge.bundle import load_bundle
 from edge.detect import read_image
 from edge.metrics import evaluate, pooled_curve
 from edge.pipeline import Pipeline
-from edge.profiles import cascade_settings, run_profile
+from edge.profiles import PROFILES, cascade_settings, run_profile
 
-DEFAULT_PROFILES = ("single", "ensemble", "ensemble_flip", "ensemble_full", "cascade")
+DEFAULT_PROFILES = PROFILES  # every profile, from their one home
 
 
 def load_ground_truth(data_yaml, split, limit=None):

@@ -22,10 +22,9 @@ from edge.bundle import load_bundle
 from edge.config import load_edge_config
 from edge.daemon import Daemon, open_pipeline_factory, source_factory_for
 from edge.detect import IMAGE_EXTENSIONS
-from edge.energy import PROFILES
 from edge.pipeline import Pipeline
 from edge.power.auto import MeterOptions, meter_names, open_meter
-from edge.profiles import run_profile, settings_from_config
+from edge.profiles import PROFILES, run_profile, settings_from_config
 
 TARGET_RATIO = 0.95
 
