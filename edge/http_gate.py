@@ -82,34 +82,45 @@ class ConnectionGate(object):
             thread.start()
 
     def stop(self):
-        """Stops accepting, closes waiting connections, cuts those in flight, joins every thread."""
+        """Stops accepting, closes waiting and queued connections, cuts those in flight, joins every thread."""
         self._stopping = True
         self._wake_w.send(b"x")
-        for _ in self._threads[1:]:
-            self._ready.put(None)
-        with self._lock:
-            for sock in self._active:
-                _cut(sock)
-        for thread in self._threads:
-            thread.join()
+        self._threads[0].join()  # nothing is queued after this
         for sock in list(self._waiting):
             sock.close()
+        while True:
+            try:
+                sock, _ = self._ready.get_nowait()
+            except queue.Empty:
+                break
+            sock.close()
+        for _ in self._threads[1:]:
+            self._ready.put(None)
+        with self._lock:  # a worker that takes a connection after this cuts it itself (see _work)
+            for sock in self._active:
+                _cut(sock)
+        for thread in self._threads[1:]:
+            thread.join()
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
         self.server.server_close()
 
     def _accept_loop(self):
-        while not self._stopping:
-            for key, _ in self._selector.select(self._wait_s()):
-                if key.data == "listen":
-                    self._accept()
-                elif key.data == "wake":
-                    self._wake_r.recv(64)
-                else:  # the request has started arriving (or the client closed): a worker takes it
-                    self._selector.unregister(key.fileobj)
-                    self._ready.put((key.fileobj, self._waiting.pop(key.fileobj)[0]))
-            self._expire()
+        try:
+            while not self._stopping:
+                for key, _ in self._selector.select(self._wait_s()):
+                    if key.data == "listen":
+                        self._accept()
+                    elif key.data == "wake":
+                        self._wake_r.recv(64)
+                    else:  # the request has started arriving (or the client closed): a worker takes it
+                        self._selector.unregister(key.fileobj)
+                        self._ready.put((key.fileobj, self._waiting.pop(key.fileobj)[0]))
+                self._expire()
+        except Exception:  # into the daemon's log, not only the thread's stderr; the status server is down
+            logger.exception("HTTP accept loop failed; the status server stops answering")
+            raise
 
     def _wait_s(self):
         with self._lock:
@@ -170,6 +181,8 @@ class ConnectionGate(object):
             sock, address = item
             with self._lock:
                 self._active[sock] = time.monotonic() + REQUEST_DEADLINE_TIMEOUTS * self.timeout_s
+                if self._stopping:  # taken after stop() cut the others: do not wait on this client
+                    _cut(sock)
             try:
                 self.server.finish_request(sock, address)
             except OSError as e:  # the client went away or was cut: its problem, not the server's
