@@ -53,28 +53,45 @@ def _run_bundle(args, out):
 def _add_detect(subparsers):
     detect = subparsers.add_parser("detect", help="detect species in an image, folder or video")
     detect.add_argument("--bundle", required=True)
-    detect.add_argument("--source", required=True, help="image, folder of images, or video file")
-    detect.add_argument("--out", required=True, help="COCO-style results JSON to write")
+    detect.add_argument("--source", required=True,
+                        help="image, folder of images, or video file; unreadable frames are skipped and listed "
+                             "(exit status 2 when none could be read)")
+    detect.add_argument("--out", required=True, help="COCO-style results JSON file to write (not a folder)")
     detect.add_argument("--tta", default=None, help="none, flip, full (default: the bundle's plan)")
     detect.add_argument("--models", default=None, help="comma-separated subset of the bundle's models")
     detect.add_argument("--backend", default="auto", choices=BACKENDS)
-    detect.add_argument("--save-images", default=None, metavar="DIR", help="write frames with boxes drawn")
+    detect.add_argument("--save-images", default=None, metavar="DIR",
+                        help="folder (created if absent) for frames with boxes drawn")
     detect.add_argument("--draw-thr", type=float, default=0.25, help="draw boxes scoring at least this")
 
 
 def _run_detect(args, out):
+    """Exit status 0 when at least one frame was read, 2 when none could be (after writing the empty results)."""
     from edge.bundle import load_bundle
-    from edge.detect import run_detect
+    from edge.detect import check_outputs, run_detect
+    from edge.images import display_name
     from edge.pipeline import Pipeline
 
+    check_outputs(args.out, args.save_images)  # before loading models: a typo costs nothing
     bundle = load_bundle(args.bundle)
     models = args.models.split(",") if args.models else None
     with Pipeline.open(bundle, backend=args.backend) as pipeline:
         summary = run_detect(pipeline, args.source, args.out, models=models, plan=args.tta,
                              save_images=args.save_images, progress=_progress(out), draw_thr=args.draw_thr)
-    out.write("%(frames)d frames, %(skipped)d skipped, %(detections)d detections -> %(results)s\n" % summary)
+    encoding = getattr(out, "encoding", None) or "utf-8"
+
+    def write(text):  # names may hold any bytes: escape what the output cannot carry instead of failing
+        out.write(text.encode(encoding, "backslashreplace").decode(encoding, "replace"))
+
+    write("%d frames, %d skipped, %d detections -> %s\n" % (
+        summary["frames"], summary["skipped"], summary["detections"], display_name(summary["results"])))
     for item in summary["skipped_files"]:
-        out.write("  skipped %(file_name)s: %(reason)s\n" % item)
+        write("  skipped %s: %s\n" % (display_name(item["file_name"]), item["reason"]))
+    for note in summary.get("warnings", ()):
+        write("  warning: %s\n" % note)
+    if summary["frames"] == 0:
+        sys.stderr.write("error: no frame of %s could be read; the results are empty\n" % display_name(args.source))
+        return 2
     return 0
 
 

@@ -4,68 +4,77 @@ import logging
 import os
 
 import cv2
-import numpy as np
 
 from edge.boxes import xyxy_to_xywh
 from edge.errors import EdgeError, FrameError, SourceError
+from edge.images import (IMAGE_EXTENSIONS, MAX_PIXELS, MIN_SIDE_PX, display_name, frame_problem, image_names,
+                         opencv_path, read_image)
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg")
+__all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "coco_results", "draw_detections", "iter_frames", "read_image",
+           "run_detect"]
 
 
-def read_image(path):
-    """BGR uint8 image, or FrameError naming the file when it is missing, unreadable or corrupt."""
-    data = np.fromfile(path, dtype=np.uint8) if os.path.isfile(path) else None
-    if data is None:
-        raise FrameError("image %s does not exist" % path)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise FrameError("image %s cannot be decoded (corrupt or not an image)" % path)
-    return image
+def iter_frames(source, max_pixels=MAX_PIXELS, min_side=MIN_SIDE_PX, notes=None):
+    """(name, frame or None, error or None) for an image, a folder of images (name order) or a video.
 
-
-def iter_frames(source):
-    """(name, frame or None, error or None) for an image, a folder of images (name order) or a video."""
+    The source is checked before this returns (SourceError); frames are read
+    as they are iterated, each by `edge.images.read_image`. Problems that are
+    no single frame's (a video that ends early) are appended to `notes`.
+    """
+    limits = dict(max_pixels=max_pixels, min_side=min_side)
     if os.path.isdir(source):
-        names = sorted(n for n in os.listdir(source) if n.lower().endswith(IMAGE_EXTENSIONS))
+        names = image_names(source)
         if not names:
-            raise SourceError("folder %s holds no images (%s)" % (source, ", ".join(IMAGE_EXTENSIONS)))
-        for name in names:
-            yield _read_named(os.path.join(source, name), name)
-    elif source.lower().endswith(VIDEO_EXTENSIONS) and os.path.isfile(source):
-        for item in _iter_video(source):
-            yield item
-    elif os.path.isfile(source):
-        yield _read_named(source, os.path.basename(source))
-    else:
-        raise SourceError("source %s is not an image, a folder of images or a video file (%s)"
-                          % (source, ", ".join(VIDEO_EXTENSIONS)))
+            raise SourceError("folder %s holds no images (%s)" % (display_name(source), ", ".join(IMAGE_EXTENSIONS)))
+        return (_read_named(os.path.join(source, name), name, limits) for name in names)
+    if os.fsdecode(source).lower().endswith(VIDEO_EXTENSIONS) and os.path.isfile(source):
+        return _iter_video(source, min_side, [] if notes is None else notes)
+    if os.path.lexists(source) and not os.path.isdir(source):
+        # Any other existing entry is one image: read_image says what is wrong with it.
+        return iter([_read_named(source, os.path.basename(source), limits)])
+    raise SourceError("source %s is not an image, a folder of images or a video file (%s)"
+                      % (display_name(source), ", ".join(VIDEO_EXTENSIONS)))
 
 
-def _read_named(path, name):
+def _read_named(path, name, limits):
     try:
-        return name, read_image(path), None
+        return name, read_image(path, **limits), None
     except FrameError as e:
         return name, None, str(e)
 
 
-def _iter_video(path):
-    capture = cv2.VideoCapture(path)
+def _iter_video(path, min_side, notes):
+    """Open the video now (SourceError when it cannot be); its frames come as the result is iterated."""
+    with opencv_path(path) as name:
+        capture = cv2.VideoCapture(name)
     if not capture.isOpened():
-        raise SourceError("video %s cannot be opened by OpenCV" % path)
+        capture.release()
+        raise SourceError("video %s cannot be opened by OpenCV" % display_name(path))
+    return _video_frames(capture, path, min_side, notes)
+
+
+def _video_frames(capture, path, min_side, notes):
     stem = os.path.splitext(os.path.basename(path))[0]
+    declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))  # 0 or less when the container does not say
+    index = 0
     try:
-        index = 0
         while True:
             ok, frame = capture.read()
             if not ok:
                 break
-            yield "%s_f%06d" % (stem, index), frame, None
+            problem = frame_problem(frame, min_side)
+            yield "%s_f%06d" % (stem, index), (None if problem else frame), (problem or None)
             index += 1
     finally:
         capture.release()
+    if 0 < declared and index < declared:
+        note = ("video %s ended after %d of the %d frames its header declares (truncated or corrupt)"
+                % (display_name(path), index, declared))
+        log.warning("%s", note)
+        notes.append(note)
 
 
 def coco_results(detections, image_id, file_name, names):
@@ -90,40 +99,90 @@ def draw_detections(frame, detections, names, categories=None):
     return out
 
 
-def run_detect(pipeline, source, out_path, models=None, plan=None, save_images=None, progress=None, draw_thr=0.25):
+def run_detect(pipeline, source, out_path, models=None, plan=None, save_images=None, progress=None, draw_thr=0.25,
+               max_pixels=MAX_PIXELS, min_side=MIN_SIDE_PX):
     """Detect over a source; returns a summary dict. Unreadable frames are skipped and counted.
 
-    Every detection goes into the results; drawn frames show those scoring at least draw_thr.
+    Every detection goes into the results; drawn frames show those scoring at
+    least draw_thr. The outputs and the source are checked before anything is
+    written (EdgeError). A frame the reader or the pipeline refuses
+    (FrameError) is skipped with its reason; the results file is written
+    even when no frame could be read (`frames` is then 0). `warnings` lists
+    problems that are no single frame's (a video that ended early).
     """
+    check_outputs(out_path, save_images)
+    notes = []
+    items = iter_frames(source, max_pixels=max_pixels, min_side=min_side, notes=notes)
     bundle = pipeline.bundle
     names = bundle.names
     categories = {c.id: c.category for c in bundle.classes}
     results, skipped, frames = [], [], 0
     if save_images:
         os.makedirs(save_images, exist_ok=True)
-    items = iter_frames(source)
     for image_id, (name, frame, error) in enumerate(progress(items) if progress else items):
-        if frame is None:
-            log.warning("skipping %s: %s", name, error)
+        detections = None
+        if frame is not None:
+            try:
+                detections = pipeline.detect(frame, models=models, plan=plan)
+            except FrameError as e:  # one frame the pipeline cannot take: skip it, keep the run
+                error = str(e)
+        if detections is None:
+            log.warning("skipping %s: %s", display_name(name), error)
             skipped.append({"file_name": name, "reason": error})
             continue
-        detections = pipeline.detect(frame, models=models, plan=plan)
         frames += 1
         results.extend(coco_results(detections, image_id, name, names))
         if save_images:
-            stem = os.path.splitext(name)[0]
             shown = detections[detections.score >= draw_thr]
-            cv2.imwrite(os.path.join(save_images, stem + ".jpg"), draw_detections(frame, shown, names, categories))
+            _write_drawn(os.path.join(save_images, os.path.splitext(name)[0] + ".jpg"),
+                         draw_detections(frame, shown, names, categories))
     _write_json_atomically(out_path, results)
     return {"frames": frames, "skipped": len(skipped), "skipped_files": skipped, "detections": len(results),
-            "results": out_path}
+            "results": out_path, "warnings": notes}
+
+
+def check_outputs(out_path, save_images=None):
+    """EdgeError naming the fix when the results file or the drawn-images folder cannot be written."""
+    folder = os.path.dirname(os.path.abspath(out_path))
+    if os.path.isdir(out_path):
+        raise EdgeError("results %s is a folder; give a file name, e.g. %s"
+                        % (display_name(out_path), display_name(os.path.join(out_path, "results.json"))))
+    if not os.path.isdir(folder):
+        raise EdgeError("cannot write %s: folder %s does not exist" % (display_name(out_path), display_name(folder)))
+    if not os.access(folder, os.W_OK):
+        raise EdgeError("cannot write %s: folder %s is not writable" % (display_name(out_path), display_name(folder)))
+    if save_images and os.path.lexists(save_images) and not os.path.isdir(save_images):
+        raise EdgeError("--save-images %s exists and is not a folder; name a new or existing folder"
+                        % display_name(save_images))
+
+
+def _write_drawn(path, image):
+    """JPEG by bytes: cv2.imwrite crashes on a name that is not UTF-8."""
+    ok, data = cv2.imencode(".jpg", image)
+    if not ok:
+        raise EdgeError("cannot encode the drawn frame %s as JPEG" % display_name(path))
+    try:
+        with open(path, "wb") as f:
+            f.write(data.tobytes())
+    except OSError as e:
+        raise EdgeError("cannot write %s: %s" % (display_name(path), e.strerror or e)) from e
 
 
 def _write_json_atomically(path, payload):
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise EdgeError("cannot write %s: folder %s does not exist" % (path, folder))
+    """Write `payload` as JSON to `path` through a temporary file, removed again when anything fails."""
+    check_outputs(path)
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(payload, f)
+        os.replace(tmp, path)
+    except (OSError, TypeError, ValueError) as e:
+        _remove_quietly(tmp)
+        raise EdgeError("cannot write %s: %s" % (display_name(path), e)) from e
+
+
+def _remove_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError as e:  # nothing to remove, or the folder went: the write error is what matters
+        log.debug("removing %s: %s", display_name(path), e)

@@ -160,3 +160,93 @@ def test_tar_bundle_round_trip_and_escape_refused(assets, tmp_path):
     with pytest.raises(BundleError, match="escapes"):
         load_bundle(evil, extract_dir=str(tmp_path / "y"))
     assert not (tmp_path / "escaped.txt").exists()
+
+
+# ---- hostile inputs through the command ---------------------------------------------------------------------
+
+def _detect(assets, tmp_path, source, out=None, extra=(), stream=None):
+    _build(assets, tmp_path / "b", models=("balanced",), tta="none")
+    argv = ["detect", "--bundle", str(tmp_path / "b"), "--source", str(source),
+            "--out", str(out or tmp_path / "r.json")] + list(extra)
+    if stream is None:
+        return _run(argv)
+    code = main(argv, out=stream)
+    stream.flush()
+    return code, stream.buffer.getvalue().decode("utf-8")
+
+
+def _copy_frame(assets, path):
+    with open(os.path.join(assets["frames"], "frame_000.jpg"), "rb") as src, open(path, "wb") as dst:
+        dst.write(src.read())
+
+
+def test_a_one_pixel_image_is_one_skipped_frame_not_the_end_of_the_run(assets, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _copy_frame(assets, str(folder / "a.jpg"))
+    cv2.imwrite(str(folder / "b.png"), np.zeros((1, 1, 3), np.uint8))
+    _copy_frame(assets, str(folder / "c.jpg"))
+    code, text = _detect(assets, tmp_path, folder)
+    assert code == 0 and "2 frames, 1 skipped" in text and "b.png" in text and "1x1 pixels" in text, text
+    assert {r["file_name"] for r in json.load(open(str(tmp_path / "r.json")))} <= {"a.jpg", "c.jpg"}
+
+
+def test_no_readable_frame_exits_2_after_writing_empty_results_and_listing_the_files(assets, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "empty.jpg").write_bytes(b"")
+    cv2.imwrite(str(folder / "tiny.png"), np.zeros((1, 1, 3), np.uint8))
+    os.mkfifo(str(folder / "fifo.jpg"))
+    code, text = _detect(assets, tmp_path, folder)
+    assert code == 2 and "0 frames, 3 skipped" in text
+    assert all(("skipped %s:" % name) in text for name in ("empty.jpg", "tiny.png", "fifo.jpg")), text
+    assert json.load(open(str(tmp_path / "r.json"))) == []
+    assert "no frame" in capsys.readouterr().err
+
+
+def test_skipped_names_that_are_not_utf8_print_escaped_on_a_strict_utf8_stdout(assets, tmp_path):
+    folder = os.path.join(os.fsencode(str(tmp_path)), b"in")
+    os.mkdir(folder)
+    _copy_frame(assets, os.path.join(folder, b"good.jpg"))
+    with open(os.path.join(folder, b"\xff\xfe.jpg"), "wb") as f:
+        f.write(b"\xff\xd8 not really a jpeg")
+    stream = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+    code, text = _detect(assets, tmp_path, os.fsdecode(folder), stream=stream)
+    assert code == 0 and "1 frames, 1 skipped" in text
+    assert "skipped \\xff\\xfe.jpg:" in text, text
+
+
+@pytest.mark.parametrize("case", ["out is a folder", "save-images is a file"])
+def test_bad_output_paths_are_clear_errors_and_nothing_is_written(assets, tmp_path, capsys, case):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _copy_frame(assets, str(folder / "a.jpg"))
+    out, extra = tmp_path / "r.json", []
+    if case == "out is a folder":
+        out = tmp_path / "results"
+        out.mkdir()
+    else:
+        (tmp_path / "drawn").write_text("")
+        extra = ["--save-images", str(tmp_path / "drawn")]
+    _build(assets, tmp_path / "b", models=("balanced",), tta="none")
+    before = sorted(os.listdir(str(tmp_path)))
+    code, _ = _detect(assets, tmp_path, folder, out=out, extra=extra)
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and ("is a folder" in err or "is not a folder" in err), err
+    assert sorted(os.listdir(str(tmp_path))) == before
+    assert not [n for n in os.listdir(str(tmp_path)) if n.endswith(".tmp")]
+    if case == "out is a folder":
+        assert os.listdir(str(out)) == []
+
+
+def test_a_video_that_ends_early_is_a_warning_in_the_summary(assets, tmp_path):
+    path = str(tmp_path / "clip.avi")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (160, 120))
+    for k in range(10):
+        writer.write(np.random.RandomState(k).randint(0, 256, (120, 160, 3)).astype(np.uint8))
+    writer.release()
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[:len(data) // 2])
+    code, text = _detect(assets, tmp_path, path)
+    assert code == 0 and "warning: video %s ended after" % path in text and "of the 10 frames" in text, text
