@@ -2,8 +2,10 @@
 
 Every source yields `Frame` records: (frame_id, t_unix_s, image, source,
 reason, origin). `image` is a BGR uint8 array, or None with `reason` saying
-why the frame was unusable (corrupt frame or file); those are counted in the
-source's `counters`. Live sources reconnect with capped exponential backoff.
+why the frame was unusable (corrupt, truncated, too small or too large, not
+a regular file); those are counted in the source's `counters`. Image files
+are read, and every frame judged, by `edge.images` (one rule for all
+readers). Live sources reconnect with capped exponential backoff.
 
 `origin` names where a frame came from, and is stored with it: the file's
 path for a folder source, "<source name>#<frame index>" for the others. A
@@ -11,19 +13,17 @@ folder source told which origins are already stored (`skip`, `resume_from`)
 does not read those files again after a restart.
 """
 import collections
-import glob
 import logging
 import os
 import re
 import time
 
-import numpy as np
-
-from edge.errors import SourceError
+from edge.errors import FrameError, SourceError
+from edge.images import (IMAGE_EXTENSIONS, MAX_PIXELS, MIN_SIDE_PX, TruncatedImage, display_name, file_problem,
+                         frame_problem, has_image_extension, opencv_path, read_image)
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 ACCEPTED_FORMS = ("a camera index (0) or /dev/videoN (V4L2)", "csi://N (Jetson CSI camera via nvarguscamerasrc)",
                   "rtsp://... (RTSP stream)", "an existing video file", "an existing image folder")
 
@@ -66,32 +66,29 @@ class Backoff(object):
         return min(self.max_s, self.initial_s * self.factor ** min(attempt, 64))
 
 
-def check_image(image):
-    """'' when `image` is a usable BGR uint8 frame, else the reason it is not."""
-    if image is None:
-        return "no image decoded"
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
-        return "image is not uint8 (got {})".format(getattr(image, "dtype", type(image).__name__))
-    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
-        return "image shape {} is not (H, W, 3)".format(image.shape)
-    return ""
+def check_image(image, min_side=MIN_SIDE_PX):
+    """'' when `image` is a usable BGR uint8 frame, else the reason it is not (edge.images.frame_problem)."""
+    return frame_problem(image, min_side)
 
 
 class FrameSource(object):
     """Base of every source: iterate for Frames, read `counters`, `close()`."""
 
-    def __init__(self, name, stop_event=None, clock=time.time):
+    def __init__(self, name, stop_event=None, clock=time.time, min_side=MIN_SIDE_PX):
         self.name = name
         self.stop_event = stop_event
         self.clock = clock
+        self.min_side = min_side
         self.counters = {"frames": 0, "corrupt": 0, "reconnects": 0, "open_failures": 0}
         self._next_id = 0
 
     def _stopped(self):
         return self.stop_event is not None and self.stop_event.is_set()
 
-    def _frame(self, image, origin=""):
-        reason = check_image(image)
+    def _frame(self, image, origin="", reason=None):
+        """A Frame; `reason` None means check `image` here, '' that its reader already did."""
+        if reason is None:
+            reason = frame_problem(image, self.min_side)
         frame_id, self._next_id = self._next_id, self._next_id + 1
         if reason:
             self.counters["corrupt"] += 1
@@ -194,26 +191,34 @@ class FolderSource(FrameSource):
     """Images in a folder in name order, then new ones as they arrive (polling).
 
     A file is read once its size is non-zero and unchanged over one poll, or
-    its mtime is older than `settle_s`. With `watch=False` the source ends
-    after the files that are ready; otherwise it polls every `poll_interval_s`
-    until `stop_event` is set. `wait(seconds)` is injectable (default: the
-    stop event's wait, so stopping is immediate). `skip` (a set of paths, or
-    a callable path -> bool) names files already handled, e.g. by a run
-    before a restart (Store.recorded_origins): they are passed over unread
-    and counted in `counters["already_recorded"]`.
+    its mtime is older than `settle_s`; one that reads as truncated while
+    younger than `settle_s` is read again at the next poll (still being
+    written). Entries with an image name that are no regular file (a FIFO, a
+    folder, a dangling link, a symlink loop) are yielded once each as
+    unusable frames saying what they are, never opened. With `watch=False`
+    the source ends after the files that are ready; otherwise it polls every
+    `poll_interval_s` until `stop_event` is set. `wait(seconds)` is
+    injectable (default: the stop event's wait, so stopping is immediate).
+    `skip` (a set of paths, or a callable path -> bool) names files already
+    handled, e.g. by a run before a restart (Store.recorded_origins): they
+    are passed over unread and counted in `counters["already_recorded"]`.
+    Files are read by `edge.images.read_image` with `max_pixels` and
+    `min_side`, or by `imread(path)` (an image or None) when given.
     """
 
     def __init__(self, root, poll_interval_s=1.0, watch=True, stop_event=None, settle_s=2.0,
-                 extensions=IMAGE_EXTENSIONS, imread=None, wait=None, clock=time.time, skip=None):
-        FrameSource.__init__(self, "folder:{}".format(root), stop_event, clock)
+                 extensions=IMAGE_EXTENSIONS, imread=None, wait=None, clock=time.time, skip=None,
+                 max_pixels=MAX_PIXELS, min_side=MIN_SIDE_PX):
+        FrameSource.__init__(self, "folder:{}".format(root), stop_event, clock, min_side)
         if not os.path.isdir(root):
-            raise SourceError("image folder {} does not exist".format(root))
+            raise SourceError("image folder {} does not exist".format(display_name(root)))
         self.root = root
         self.poll_interval_s = float(poll_interval_s)
         self.watch = watch
         self.settle_s = float(settle_s)
         self.extensions = tuple(e.lower() for e in extensions)
         self.imread = imread
+        self.max_pixels = max_pixels
         self.wait = wait
         self._done = set()
         self._sizes = {}  # name -> (size, mtime) at the last poll, for files not yet read
@@ -238,10 +243,17 @@ class FolderSource(FrameSource):
     def _ready(self, names):
         ready, now = [], time.time()
         for name in names:
+            path = os.path.join(self.root, name)
             try:
-                st = os.stat(os.path.join(self.root, name))
-            except OSError:  # vanished between listdir and stat
-                self._sizes.pop(name, None)
+                st = os.stat(path)
+            except OSError:
+                if os.path.lexists(path):  # a dangling link or a loop: ready to be reported as such
+                    ready.append(name)
+                else:  # vanished between listdir and stat
+                    self._sizes.pop(name, None)
+                continue
+            if file_problem(path):  # not a regular file: nothing to wait for, never opened
+                ready.append(name)
                 continue
             seen = (st.st_size, st.st_mtime)
             # An empty file may be a writer that has not started: only age makes it ready.
@@ -252,22 +264,44 @@ class FolderSource(FrameSource):
 
     def _pending(self):
         names = sorted(n for n in os.listdir(self.root)
-                       if n.lower().endswith(self.extensions) and n not in self._done and not self._skipped(n))
+                       if has_image_extension(n, self.extensions) and n not in self._done and not self._skipped(n))
         return self._ready(names)
 
     def _read(self, name):
+        """The Frame of one file, or None when it is truncated but young: a writer may still be at it."""
         path = os.path.join(self.root, name)
+        try:
+            image, reason = self._decode(path), ""
+        except TruncatedImage as e:
+            if self._young(path):
+                return None
+            image, reason = None, str(e)
+        except FrameError as e:
+            image, reason = None, str(e)
         self._done.add(name)
         self._sizes.pop(name, None)
-        imread = self.imread
-        if imread is None:
-            import cv2
-            imread = cv2.imread
-        frame = self._frame(imread(path), origin=path)
+        frame = self._frame(image, origin=path, reason=reason)  # '' = read_image already checked it
         if frame.image is None:
-            frame = frame._replace(reason="{}: {}".format(path, frame.reason))
-            logger.warning("%s: skipped corrupt file %s", self.name, path)
+            logger.warning("%s: skipped %s", self.name, frame.reason)
         return frame
+
+    def _decode(self, path):
+        if self.imread is None:
+            return read_image(path, max_pixels=self.max_pixels, min_side=self.min_side)
+        problem = file_problem(path)
+        if problem:
+            raise FrameError("image {} {}".format(display_name(path), problem))
+        image = self.imread(path)
+        problem = frame_problem(image, self.min_side)
+        if problem:
+            raise FrameError("image {}: {}".format(display_name(path), problem))
+        return image
+
+    def _young(self, path):
+        try:
+            return time.time() - os.stat(path).st_mtime <= self.settle_s
+        except OSError:
+            return False
 
     def _pause(self):
         if self.wait is not None:
@@ -282,7 +316,9 @@ class FolderSource(FrameSource):
             for name in self._pending():
                 if self._stopped():
                     return
-                yield self._read(name)
+                frame = self._read(name)
+                if frame is not None:
+                    yield frame
             if not self.watch and not self._sizes:
                 return
             self._pause()
@@ -315,6 +351,10 @@ def _capture_opener(factory, target, api_name, buffer_size=None):
     def open_capture():
         import cv2
 
+        if api_name == "CAP_ANY":  # a file: its name may be one OpenCV crashes on
+            with opencv_path(target) as name:
+                # The backend opens the file itself, so the name may go once the capture is open.
+                return (factory or cv2.VideoCapture)(name, cv2.CAP_ANY)
         cap = (factory or cv2.VideoCapture)(target, getattr(cv2, api_name))
         if buffer_size is not None and cap is not None and cap.isOpened():
             # Keep the driver queue short: a frame every few seconds must be fresh, not queued.
@@ -352,8 +392,3 @@ def open_source(spec, stop_event=None, backoff=None, sleep=None, max_attempts=No
 def _redact(url):
     """rtsp://user:password@host/... -> rtsp://user:***@host/... (names end up in logs and the store)."""
     return re.sub(r"^(\w+://[^:/@]+):[^@/]*@", r"\1:***@", url)
-
-
-def list_images(folder, extensions=IMAGE_EXTENSIONS):
-    """Image files of a folder in name order (for one-shot detection over a folder)."""
-    return sorted(p for p in glob.glob(os.path.join(folder, "*")) if p.lower().endswith(extensions))

@@ -13,9 +13,13 @@ Each frame records its `origin` (the image file of a folder source, the
 stream and frame index of a live one), so a restarted daemon can skip the
 files it already stored (`recorded_origins`). Stores of schema 1, written
 before that column existed, gain it on open (their frames' origin is '').
+An origin is stored as its bytes (os.fsencode): as UTF-8 text when they are
+UTF-8, else as a BLOB of the raw bytes, so a file name that is not UTF-8
+reads back as the same str (surrogateescape) and a restart still skips it.
 """
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -188,7 +192,7 @@ class Store(object):
                 cur = self._writer.execute(
                     "INSERT INTO frames (t_unix_s, frame_id, source, status, reason, profile, latency_s,"
                     " energy_j, n_detections, model_versions, origin) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    frame_values + (str(origin or ""),))
+                    frame_values + (_origin_value(origin),))
                 frame_row = cur.lastrowid
                 self._writer.executemany(
                     "INSERT INTO detections (frame_row, t_unix_s, frame_id, source, class_id, class_name, score,"
@@ -250,12 +254,37 @@ class Store(object):
         """Latest frames, newest first, as dicts (for review, restoring the governor, and tests)."""
         rows = self._query("SELECT {} FROM frames ORDER BY id DESC LIMIT ?".format(", ".join(_FRAME_COLUMNS)),
                            (int(limit),))
-        return [dict(zip(_FRAME_COLUMNS, row)) for row in rows]
+        frames = [dict(zip(_FRAME_COLUMNS, row)) for row in rows]
+        for frame in frames:
+            frame["origin"] = _origin_text(frame["origin"])
+        return frames
 
     def recorded_origins(self, source):
         """The set of frame origins of `source` already stored (ok or skipped): what a restart skips."""
         rows = self._query("SELECT DISTINCT origin FROM frames WHERE source = ? AND origin != ''", (str(source),))
-        return set(row[0] for row in rows)
+        return set(_origin_text(row[0]) for row in rows)
+
+
+def _origin_value(origin):
+    """What the origin column holds for an origin (str or bytes path): UTF-8 text, else the raw bytes."""
+    if isinstance(origin, bytes):
+        raw = origin
+    else:
+        text = str(origin or "")
+        try:
+            raw = os.fsencode(text)
+        except UnicodeEncodeError:  # a character the filesystem encoding lacks: not a listed file name
+            raw = text.encode("utf-8", "surrogateescape")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:  # not text: keep every byte, so it reads back as the same name
+        return sqlite3.Binary(raw)
+
+
+def _origin_text(value):
+    """The origin str of a stored value: the inverse of _origin_value (os.fsdecode of its bytes)."""
+    raw = bytes(value) if isinstance(value, (bytes, memoryview)) else str(value).encode("utf-8")
+    return os.fsdecode(raw)
 
 
 def _opt_float(value):

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from edge.errors import SourceError
+from edge.images import MIN_SIDE_PX
 from edge.sources import (Backoff, CaptureSource, FolderSource, check_image, nvargus_pipeline, open_source,
                           parse_source_spec)
+from tests.test_images import encoded, hostile_entries, picture, write_video
 
 
 def test_nvargus_pipeline_string():
@@ -53,8 +55,9 @@ def test_backoff_is_exponential_and_capped(attempt, expected):
 
 
 @pytest.mark.parametrize("image, ok", [
-    (np.zeros((4, 5, 3), np.uint8), True), (None, False), (np.zeros((4, 5), np.uint8), False),
-    (np.zeros((4, 5, 3), np.float32), False), (np.zeros((0, 5, 3), np.uint8), False),
+    (np.zeros((8, 9, 3), np.uint8), True), (None, False), (np.zeros((8, 9), np.uint8), False),
+    (np.zeros((8, 9, 3), np.float32), False), (np.zeros((0, 9, 3), np.uint8), False),
+    (np.zeros((MIN_SIDE_PX - 1, 9, 3), np.uint8), False), (np.zeros((1, 1, 3), np.uint8), False),
 ])
 def test_check_image(image, ok):
     assert (check_image(image) == "") is ok
@@ -215,7 +218,7 @@ class FakeFactory(object):
 
 
 def img(v):
-    return np.full((4, 4, 3), v, np.uint8)
+    return np.full((MIN_SIDE_PX, MIN_SIDE_PX, 3), v, np.uint8)
 
 
 def test_reconnect_with_backoff_after_failures_and_lost_stream():
@@ -261,3 +264,92 @@ def test_video_that_cannot_open_raises(tmp_path):
     path.write_bytes(b"\x00" * 64)
     with pytest.raises(SourceError, match="cannot open"):
         list(open_source(str(path), capture_factory=lambda t, api: FakeCapture([], opened=False)))
+
+
+# ---- hostile files in a watched folder ------------------------------------------------------------------------
+
+def _polls(count, stop, on_poll=None):
+    """A folder source's wait(): lets `count` polls happen, then stops the source."""
+    polls = []
+
+    def wait(seconds):
+        polls.append(seconds)
+        if on_poll is not None:
+            on_poll(len(polls))
+        if len(polls) >= count:
+            stop.set()
+    return wait, polls
+
+
+def test_each_hostile_entry_is_one_skipped_frame_saying_what_it_is_however_often_polled(tmp_path):
+    expected = hostile_entries(tmp_path)
+    write_image(tmp_path / "good.png", 30)
+    os.utime(str(tmp_path / "good.png"), (1e9, 1e9))
+    stop = threading.Event()
+    wait, polls = _polls(5, stop)
+    src = FolderSource(str(tmp_path), poll_interval_s=0.5, stop_event=stop, wait=wait)
+    frames = list(src)
+    assert len(polls) == 5
+    by_name = {os.path.basename(f.origin): f for f in frames}
+    assert len(frames) == len(by_name) == len(expected) + 1  # each entry once, not once per poll
+    assert by_name["good.png"].image is not None
+    for name, reason in expected.items():
+        frame = by_name[name]
+        assert frame.image is None and reason in frame.reason, (name, frame.reason)
+        frame.reason.encode("utf-8")  # goes into the store's reason column as it is
+    assert src.counters["corrupt"] == len(expected) and src.counters["frames"] == 1
+
+
+def test_five_one_pixel_images_are_five_skipped_frames(tmp_path):
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / ("%d.png" % i)), np.zeros((1, 1, 3), np.uint8))
+        os.utime(str(tmp_path / ("%d.png" % i)), (1e9, 1e9))
+    frames = list(FolderSource(str(tmp_path), watch=False))
+    assert [f.image for f in frames] == [None] * 5
+    assert all("1x1 pixels" in f.reason for f in frames)
+
+
+def test_a_truncated_file_still_being_written_is_read_once_it_is_whole(tmp_path):
+    whole = encoded(".png", picture(64, 80))
+    path = tmp_path / "late.png"
+    path.write_bytes(whole[:len(whole) // 2])
+    stop = threading.Event()
+
+    def on_poll(n):
+        if n == 3:  # the writer finishes after the half file was read once
+            path.write_bytes(whole)
+    wait, polls = _polls(8, stop, on_poll)
+    src = FolderSource(str(tmp_path), poll_interval_s=0.5, stop_event=stop, settle_s=30.0, wait=wait)
+    frames = list(src)
+    assert len(frames) == 1 and frames[0].image is not None, [f.reason for f in frames]
+    np.testing.assert_array_equal(frames[0].image, picture(64, 80))
+    assert src.counters["corrupt"] == 0
+
+
+def test_a_settled_truncated_file_is_refused_not_stored_as_an_ok_frame(tmp_path):
+    jpeg = encoded(".jpg", picture(64, 80))
+    (tmp_path / "cut.jpg").write_bytes(jpeg[:len(jpeg) * 2 // 3])
+    os.utime(str(tmp_path / "cut.jpg"), (1e9, 1e9))
+    frames = list(FolderSource(str(tmp_path), watch=False))
+    assert len(frames) == 1 and frames[0].image is None and "truncated" in frames[0].reason
+
+
+def test_a_file_whose_name_is_not_utf8_is_read_and_resume_skips_it(tmp_path):
+    raw = os.path.join(os.fsencode(str(tmp_path)), b"\xff\xfe.png")
+    with open(raw, "wb") as f:
+        f.write(encoded(".png"))
+    os.utime(raw, (1e9, 1e9))
+    frames = list(FolderSource(str(tmp_path), watch=False))  # cv2.imread crashed (SIGSEGV) on this name
+    assert len(frames) == 1 and frames[0].origin == os.fsdecode(raw)
+    np.testing.assert_array_equal(frames[0].image, picture())
+    assert list(FolderSource(str(tmp_path), watch=False, skip={frames[0].origin})) == []
+
+
+def test_a_video_file_whose_name_is_not_utf8_opens(tmp_path):
+    plain = str(tmp_path / "clip.avi")
+    write_video(plain, 3)
+    odd = os.fsdecode(os.path.join(os.fsencode(str(tmp_path)), b"\xff.avi"))
+    os.rename(plain, odd)
+    with open_source(odd) as src:
+        frames = list(src)
+    assert [f.image.shape for f in frames] == [(48, 64, 3)] * 3
