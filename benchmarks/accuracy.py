@@ -16,7 +16,7 @@ import numpy as np
 
 from benchmarks.common import median_ms, write_json
 from edge.bundle import load_bundle
-from edge.detect import read_image
+from edge.images import read_image
 from edge.metrics import evaluate, pooled_curve
 from edge.pipeline import Pipeline
 from edge.profiles import PROFILES, cascade_settings, run_profile

@@ -4,8 +4,8 @@ import os
 import platform
 import statistics
 
-from edge.detect import IMAGE_EXTENSIONS, read_image
 from edge.errors import SourceError
+from edge.images import IMAGE_EXTENSIONS, list_images, read_image
 
 
 def median_ms(seconds):
@@ -13,10 +13,11 @@ def median_ms(seconds):
 
 
 def load_images(folder, limit=None):
-    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS))
-    if not names:
+    """The first `limit` images of a folder in name order, decoded by edge.images.read_image."""
+    paths = list_images(folder)
+    if not paths:
         raise SourceError("no images (%s) in %s" % (", ".join(IMAGE_EXTENSIONS), folder))
-    return [read_image(os.path.join(folder, n)) for n in names[:limit]]
+    return [read_image(path) for path in paths[:limit]]
 
 
 def machine_facts():

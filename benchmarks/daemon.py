@@ -21,7 +21,7 @@ from benchmarks.common import load_images, machine_facts, write_json
 from edge.bundle import load_bundle
 from edge.config import load_edge_config
 from edge.daemon import Daemon, open_pipeline_factory, source_factory_for
-from edge.detect import IMAGE_EXTENSIONS
+from edge.images import list_images
 from edge.pipeline import Pipeline
 from edge.power.auto import MeterOptions, meter_names, open_meter
 from edge.profiles import PROFILES, run_profile, settings_from_config
@@ -31,12 +31,11 @@ TARGET_RATIO = 0.95
 
 def frame_folder(images_dir, frames, dest):
     """`frames` links named in order into `dest`, cycling over the images of `images_dir`."""
-    names = sorted(n for n in os.listdir(images_dir) if n.lower().endswith(IMAGE_EXTENSIONS))
+    paths = list_images(images_dir)
     os.makedirs(dest)
     for i in range(frames):
-        name = names[i % len(names)]
-        os.symlink(os.path.abspath(os.path.join(images_dir, name)),
-                   os.path.join(dest, "%06d%s" % (i, os.path.splitext(name)[1])))
+        path = paths[i % len(paths)]
+        os.symlink(os.path.abspath(path), os.path.join(dest, "%06d%s" % (i, os.path.splitext(path)[1])))
     return dest
 
 

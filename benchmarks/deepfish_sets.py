@@ -27,6 +27,9 @@ import re
 import cv2
 import numpy as np
 
+from edge.errors import FrameError
+from edge.images import list_images, read_image
+
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "deepfish")
 FRAME_NAME = re.compile(r"^(?P<video>\d+)_(?P<species>.*)_f(?P<frame>\d+)_jpg")
 BAR_LEVEL = 12   # rows whose brightest pixel is at or below this are letterbox bars
@@ -56,8 +59,7 @@ def list_frames(data):
     for split in ("train", "val"):
         folder = os.path.join(data, split, "images")
         if os.path.isdir(folder):
-            paths += [os.path.join(folder, n) for n in sorted(os.listdir(folder))
-                      if n.lower().endswith((".jpg", ".jpeg", ".png"))]
+            paths += list_images(folder)
     if not paths:
         raise SystemExit("no images under %s/{train,val}/images; pass --data DEEPFISH_FOLDER" % data)
     return paths
@@ -153,9 +155,10 @@ def materialize(folder, sources, size, with_labels=True):
         os.makedirs(os.path.join(folder, "labels"), exist_ok=True)
     made = []
     for src in sources:
-        image = cv2.imread(src)
-        if image is None:
-            raise SystemExit("cannot read %s; check the DeepFish copy under --data" % src)
+        try:
+            image = read_image(src)
+        except FrameError as e:
+            raise SystemExit("%s; check the DeepFish copy under --data" % e)
         top, bottom = content_rows(image)
         band = image[top:bottom]
         scale = float(size) / max(band.shape[:2])

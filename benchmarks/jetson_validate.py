@@ -15,7 +15,6 @@ something cannot run.
 Runs on the Nano's Python 3.6.
 """
 import argparse
-import glob
 import json
 import os
 import re
@@ -32,10 +31,10 @@ if __package__ in (None, ""):
 from edge.backends import open_backend, run_batched  # noqa: E402
 from edge.boxes import box_iou  # noqa: E402
 from edge.decode import EFFICIENT_NMS_OUTPUTS, decode_outputs  # noqa: E402
-from edge.errors import EdgeError  # noqa: E402
+from edge.errors import EdgeError, FrameError  # noqa: E402
+from edge.images import IMAGE_EXTENSIONS, list_images, read_image  # noqa: E402
 from edge.tta import prepare_views, view_plan  # noqa: E402
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 # L4T release -> JetPack, for the Nano's JetPack 4 line.
 JETPACK_BY_L4T = {"R32.5.1": "4.5.1", "R32.6.1": "4.6", "R32.7.1": "4.6.1", "R32.7.2": "4.6.2",
                   "R32.7.3": "4.6.3", "R32.7.4": "4.6.4", "R32.7.5": "4.6.5"}
@@ -78,16 +77,15 @@ def load_inputs(chw, images_dir=None, count=8, seed=0):
     c, h, w = chw
     if images_dir is None:
         return np.random.RandomState(seed).uniform(0, 1, (count, c, h, w)).astype(np.float32)
-    import cv2
-    paths = sorted(p for p in glob.glob(os.path.join(images_dir, "*")) if p.lower().endswith(IMAGE_SUFFIXES))
+    paths = list_images(images_dir)
     if not paths:
-        raise EdgeError("no images (%s) in %s" % ("/".join(IMAGE_SUFFIXES), images_dir))
+        raise EdgeError("no images (%s) in %s" % ("/".join(IMAGE_EXTENSIONS), images_dir))
     images = []
     for path in paths[:count]:
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
-        if image is None:
-            raise EdgeError("cannot read image %s" % path)
-        images.append(letterbox(image, h, w))
+        try:
+            images.append(letterbox(read_image(path), h, w))
+        except FrameError as e:
+            raise EdgeError("cannot use %s as a validation input: %s" % (path, e)) from e
     return np.stack(images)
 
 

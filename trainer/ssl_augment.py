@@ -13,9 +13,10 @@ import os
 
 import numpy as np
 
+from edge.errors import FrameError
+from edge.images import IMAGE_EXTENSIONS, read_image
+from edge.images import list_images as list_image_files
 from trainer.errors import DataError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 # Per-view probabilities, as in MoCo v3's asymmetric BYOL-style recipe; the underwater
 # cast is ours: red fades first under water and the background turns blue-green.
@@ -28,16 +29,13 @@ BLUR_SIGMA_224 = (0.1, 2.0)    # reference sigma range at 224 px, scaled with th
 
 
 def list_images(source):
-    """Image paths from a folder (recursive, jpg/jpeg/png) or a list file (one path a line).
+    """Image paths from a folder (recursive, regular files, edge.images.IMAGE_EXTENSIONS) or a list file.
 
-    Relative lines of a list file are taken relative to the list file's folder.
+    A list file has one path a line; relative lines are taken relative to the list file's folder.
     """
     source = os.fspath(source)
     if os.path.isdir(source):
-        paths = []
-        for root, dirs, files in os.walk(source):
-            dirs.sort()
-            paths.extend(os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_SUFFIXES))
+        paths = list_image_files(source, recursive=True)
     elif os.path.isfile(source):
         base = os.path.dirname(os.path.abspath(source))
         with open(source) as fh:
@@ -46,7 +44,7 @@ def list_images(source):
     else:
         raise DataError("unlabelled images %r: no such folder or list file" % source)
     if not paths:
-        raise DataError("unlabelled images %r: no .jpg/.jpeg/.png files found" % source)
+        raise DataError("unlabelled images %r: no image files (%s) found" % (source, "/".join(IMAGE_EXTENSIONS)))
     return paths
 
 
@@ -111,9 +109,10 @@ class UnlabelledImages(object):
         import torch
 
         path = self.paths[index]
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
-        if image is None:
-            raise DataError("cannot read image %r (missing, truncated or not an image)" % path)
+        try:
+            image = read_image(path)
+        except FrameError as e:
+            raise DataError("unlabelled %s" % e) from e
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # YOLO feeds RGB
         rng = np.random.default_rng((self.seed, self.epoch, index))
         views = []

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from edge.boxes import xyxy_to_xywh
-from edge.detect import read_image
+from edge.images import read_image
 from trainer.errors import DataError, TrainerError
 
 SCHEMA = "reefwatch-active-package"

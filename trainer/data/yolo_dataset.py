@@ -24,11 +24,12 @@ import tempfile
 import numpy as np
 import yaml
 
+from edge import images as edge_images
 from trainer.errors import DataError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTS = edge_images.IMAGE_EXTENSIONS  # one list for edge and trainer
 META_FILE = "meta.json"
 QUARANTINE_DIR = "quarantine"
 UNLABELLED_DIR = "unlabelled"
@@ -125,12 +126,8 @@ def label_path_for(image_path):
 
 
 def list_images(folder):
-    """Sorted image paths directly in (or below) a folder."""
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        found.extend(os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTS))
-    return found
+    """Sorted paths of the regular image files directly in (or below) a folder (edge.images.list_images)."""
+    return edge_images.list_images(folder, recursive=True, extensions=IMAGE_EXTS)
 
 
 def names_from_yaml(raw, yaml_path):
