@@ -166,7 +166,7 @@ class Pipeline(object):
                                             for spec in specs)
         result = self.fuse_models(per_model, frame_wh, settings)
         if not all_scores:
-            result = result[result.score >= settings.thresholds[result.class_id]]
+            result = at_operating_point(result, settings)
         self.last_timing = FrameTiming(time.perf_counter() - start, self._inference_s, self._calls, len(plan))
         return result
 
@@ -232,6 +232,11 @@ class Pipeline(object):
         if len(results) == 1:
             return results[0]
         return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
+
+
+def at_operating_point(detections, settings):
+    """What the device reports: the detections at or above their class's operating threshold."""
+    return detections[detections.score >= settings.thresholds[detections.class_id]]
 
 
 def _clipped(detections, frame_wh):

@@ -238,29 +238,36 @@ def timed(profile, call):
     return result, None, time.perf_counter() - t0
 
 
-def _run_stage(pipeline, frame, profile, measure):
+def _run_stage(pipeline, frame, profile, measure, all_scores=False):
     models, plan = profile_spec(pipeline.bundle, profile)
     detections, energy_j, latency_s = measure(
-        profile, lambda: pipeline.detect(frame, models=models, plan=plan, profile=profile))
+        profile, lambda: pipeline.detect(frame, models=models, plan=plan, profile=profile, all_scores=all_scores))
     return detections, StageRun(profile, tuple(models), energy_j, latency_s)
 
 
-def run_profile(pipeline, frame, profile, cascade_settings=None, measure=None):
+def run_profile(pipeline, frame, profile, cascade_settings=None, measure=None, all_scores=False):
     """Run `profile` on one BGR frame -> ProfileRun (detections, label, escalated) with its stages.
 
     `measure(stage profile, call) -> (call(), energy_j, latency_s)` is wrapped
-    around each pipeline call (default `timed`: latency only).
+    around each pipeline call (default `timed`: latency only). With
+    `all_scores` the detections are every fused box (for an evaluator); the
+    cascade still decides on what its first stage reports at its operating point.
     """
     measure = measure or timed
     if profile != CASCADE:
-        detections, stage = _run_stage(pipeline, frame, check_profile(profile), measure)
+        detections, stage = _run_stage(pipeline, frame, check_profile(profile), measure, all_scores)
         return ProfileRun(detections, profile_label(profile), (stage,))
     if cascade_settings is None:
         raise ConfigError("the cascade profile needs cascade settings (band, critical classes)")
-    first, first_stage = _run_stage(pipeline, frame, CASCADE_FIRST, measure)
-    escalation = should_escalate(first, cascade_settings.band, cascade_settings.critical_ids,
+    first, first_stage = _run_stage(pipeline, frame, CASCADE_FIRST, measure, all_scores)
+    reported = first
+    if all_scores:
+        from edge.pipeline import at_operating_point
+
+        reported = at_operating_point(first, pipeline.bundle.profile_settings(CASCADE_FIRST))
+    escalation = should_escalate(reported, cascade_settings.band, cascade_settings.critical_ids,
                                  cascade_settings.critical_min_score)
     if not escalation.escalate:
         return ProfileRun(first, profile_label(CASCADE, CASCADE_FIRST), (first_stage,), escalation)
-    full, full_stage = _run_stage(pipeline, frame, CASCADE_ESCALATION, measure)
+    full, full_stage = _run_stage(pipeline, frame, CASCADE_ESCALATION, measure, all_scores)
     return ProfileRun(full, profile_label(CASCADE, CASCADE_ESCALATION), (first_stage, full_stage), escalation)

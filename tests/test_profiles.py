@@ -145,7 +145,7 @@ class FakePipeline(object):
         self.bundle = types.SimpleNamespace(models=[spec("r", "recall"), spec("b", "balanced")], plan="full")
         self.score, self.calls = score, []
 
-    def detect(self, frame, models=None, plan=None, profile=None):
+    def detect(self, frame, models=None, plan=None, profile=None, all_scores=False):
         self.calls.append((tuple(models), plan, profile))
         return D([self.score if profile == "single" else 0.9], [1])
 
@@ -205,3 +205,27 @@ def test_profiles_imports_neither_energy_nor_pipeline():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.check_output([sys.executable, "-c", code], cwd=root).decode()
     assert "edge.energy" not in out and "edge.pipeline" not in out and "edge.profiles" in out
+
+
+class AllScoresPipeline(FakePipeline):
+    """The single stage finds a box at 0.45 that its operating threshold (0.5) does not report."""
+
+    def __init__(self):
+        FakePipeline.__init__(self, 0.45)
+        thresholds = np.full(2, 0.5)
+        self.bundle.profile_settings = lambda name: types.SimpleNamespace(thresholds=thresholds)
+
+    def detect(self, frame, models=None, plan=None, profile=None, all_scores=False):
+        self.calls.append((tuple(models), plan, profile, all_scores))
+        found = D([0.45], [1])
+        return found if all_scores or profile != "single" else found[found.score >= 0.5]
+
+
+@pytest.mark.parametrize("all_scores, escalated, reported", [(False, False, 0), (True, False, 1)])
+def test_cascade_decides_on_what_its_first_stage_reports(all_scores, escalated, reported):
+    """With all_scores (an evaluator's run) the detections keep every score, but the decision to escalate is
+    the device's: made on the first stage's boxes at its operating point, where the 0.45 box is not."""
+    pipeline = AllScoresPipeline()
+    run = run_profile(pipeline, np.zeros((8, 8, 3), np.uint8), "cascade", SETTINGS, all_scores=all_scores)
+    assert run.escalated is escalated and len(run.detections) == reported
+    assert [c[3] for c in pipeline.calls] == [all_scores]
