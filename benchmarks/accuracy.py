@@ -1,10 +1,16 @@
-"""Accuracy of a bundle on a labelled YOLO dataset, for each inference profile.
+"""Accuracy of a bundle on a labelled YOLO dataset, for each inference profile, as the device computes it.
 
     python -m benchmarks.accuracy --bundle DIR --data data.yaml [--split val] \
-        [--profiles single,ensemble,ensemble_flip,ensemble_full] [--limit N] [--report DIR]
+        [--profiles single,ensemble,ensemble_flip,ensemble_full,cascade] [--limit N] [--decode-thr T] \
+        [--ultralytics-val WEIGHTS.pt] [--report DIR]
 
-Prints mAP50, recall per category at the bundle's operating score and the
-median frame time of each profile; with --report writes JSON and a
+mAP50 is computed over every fused box (the pipeline with all_scores, at the
+bundle's decode threshold or --decode-thr: ultralytics validates at 0.001);
+recall per category is what the device reports: boxes at or above each
+profile's per-class operating thresholds (for the cascade, those of the stage
+that produced the frame's boxes). With --ultralytics-val the same images are
+also scored by ultralytics' own validation of the given weights, the figure
+the single profile should reproduce. With --report writes JSON and a
 precision-recall PNG (all classes pooled, and critical species).
 """
 import argparse
@@ -18,7 +24,7 @@ from benchmarks.common import median_ms, write_json
 from edge.bundle import load_bundle
 from edge.images import read_image
 from edge.metrics import evaluate, pooled_curve
-from edge.pipeline import Pipeline
+from edge.pipeline import Pipeline, at_operating_point
 from edge.profiles import PROFILES, cascade_settings, run_profile
 
 DEFAULT_PROFILES = PROFILES  # every profile, from their one home
@@ -42,7 +48,7 @@ def load_ground_truth(data_yaml, split, limit=None):
     return items
 
 
-def evaluate_profiles(pipeline, items, profiles, score_thr=0.25):
+def evaluate_profiles(pipeline, items, profiles):
     bundle = pipeline.bundle
     categories = {c.id: c.category for c in bundle.classes}
     frames = [read_image(path) for path, _ in items]
@@ -50,14 +56,20 @@ def evaluate_profiles(pipeline, items, profiles, score_thr=0.25):
     cascade = cascade_settings(bundle)  # the daemon's defaults: band 0.25-0.6, critical species >= 0.3
     results = {}
     for profile in profiles:
-        predictions, times, escalated = [], [], 0
+        predictions, reported, times, escalated = [], [], [], 0
         for frame in frames:
             start = time.perf_counter()
-            run = run_profile(pipeline, frame, profile, cascade)
+            run = run_profile(pipeline, frame, profile, cascade, all_scores=True)
             times.append(time.perf_counter() - start)
-            predictions.append(run[0])
-            escalated += bool(run[2])
-        result = evaluate(predictions, ground_truth, bundle.num_classes, categories, score_thr=score_thr)
+            predictions.append(run.detections)
+            stage = bundle.profile_settings(run.stages[-1].profile)
+            reported.append(at_operating_point(run.detections, stage))
+            escalated += bool(run.escalated)
+        result = evaluate(predictions, ground_truth, bundle.num_classes, categories)
+        at_device = evaluate(reported, ground_truth, bundle.num_classes, categories, score_thr=0.0)
+        result["recall_by_category"] = at_device["recall_by_category"]
+        result["score_thr"] = "operating thresholds of the profile"
+        result["reported_boxes"] = int(sum(len(r) for r in reported))
         result["frame_ms"] = median_ms(times)
         result["mean_frame_ms"] = 1000.0 * float(np.mean(times))
         if profile == "cascade":
@@ -67,6 +79,15 @@ def evaluate_profiles(pipeline, items, profiles, score_thr=0.25):
         result["critical"] = pooled_curve(critical) if critical else None
         results[profile] = result
     return results
+
+
+def ultralytics_val(weights, data_yaml, split, imgsz):
+    """mAP50 of ultralytics' own validation (conf 0.001, IoU 0.7, max_det 300) of one model."""
+    from trainer.yolo import yolo
+
+    metrics = yolo(weights).val(data=data_yaml, split=split, imgsz=imgsz, batch=8, device="cpu", plots=False,
+                                verbose=False, conf=0.001, iou=0.7)
+    return float(metrics.box.map50)
 
 
 def plot_pr(results, path):
@@ -101,23 +122,34 @@ def main(argv=None):
     parser.add_argument("--split", default="val")
     parser.add_argument("--profiles", default=",".join(DEFAULT_PROFILES))
     parser.add_argument("--limit", type=int, default=None, help="first N images of the split")
-    parser.add_argument("--score-thr", type=float, default=0.25, help="operating score for recall")
+    parser.add_argument("--decode-thr", type=float, default=None,
+                        help="decode threshold of every model (default: the bundle's; ultralytics validates at 0.001)")
+    parser.add_argument("--ultralytics-val", default=None, metavar="WEIGHTS",
+                        help="also score these .pt weights with ultralytics' validation on the same split")
     parser.add_argument("--backend", default="onnxruntime")
     parser.add_argument("--report", default=None, help="folder for accuracy.json and precision_recall.png")
     args = parser.parse_args(argv)
     bundle = load_bundle(args.bundle)
     items = load_ground_truth(args.data, args.split, args.limit)
-    with Pipeline.open(bundle, backend=args.backend) as pipeline:
-        results = evaluate_profiles(pipeline, items, args.profiles.split(","), args.score_thr)
-    print("%d images of %s (%s split)" % (len(items), args.data, args.split))
+    with Pipeline.open(bundle, backend=args.backend, decode_thr=args.decode_thr) as pipeline:
+        results = evaluate_profiles(pipeline, items, args.profiles.split(","))
+    print("%d images of %s (%s split), decode threshold %s" % (
+        len(items), args.data, args.split, args.decode_thr or "of the bundle"))
     print("%-14s %7s %9s %9s %9s %9s" % ("profile", "mAP50", "critical", "important", "general", "frame ms"))
     for profile, r in results.items():
         rc = r["recall_by_category"]
         print("%-14s %7.3f %9s %9s %9s %9.1f" % (profile, r["map50"], *("%.3f" % rc[k] if k in rc else "-"
                                                   for k in ("critical", "important", "general")), r["frame_ms"]))
-    print("(recall per category at score >= %.2f)" % args.score_thr)
+    print("(mAP50 over every fused box; recall per category at each profile's operating thresholds)")
     if "cascade" in results:
         print("cascade escalated %.1f%% of frames to the full ensemble" % (100 * results["cascade"]["escalated_share"]))
+    if args.ultralytics_val:
+        reference = ultralytics_val(args.ultralytics_val, args.data, args.split, bundle.models[0].input_size[0])
+        print("ultralytics val of %s: mAP50 %.3f" % (args.ultralytics_val, reference))
+        if "single" in results:
+            print("single profile minus ultralytics val: %+.4f mAP50" % (results["single"]["map50"] - reference))
+        for r in results.values():
+            r["ultralytics_val_map50"] = reference
     if args.report:
         os.makedirs(args.report, exist_ok=True)
         write_json(os.path.join(args.report, "accuracy.json"), summary(results))

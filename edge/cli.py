@@ -16,38 +16,88 @@ def _add_bundle(subparsers):
     bundle = subparsers.add_parser("bundle", help="build or verify a model bundle")
     actions = bundle.add_subparsers(dest="bundle_command", metavar="{build,verify}")
     actions.required = True
-    build = actions.add_parser("build", help="bundle ONNX/engine models with their classes")
+    build = actions.add_parser(
+        "build", help="bundle ONNX/engine models with their classes",
+        description="Bundle models with their classes. Two thresholds: each model decodes at --decode-thr "
+                    "(low: it only limits what feeds fusion); each inference profile reports, stores and alerts "
+                    "on boxes above its operating threshold, applied after fusion and calibration. The "
+                    "trainer's calibration stage fits both; these flags set them by hand.")
     build.add_argument("--model", action="append", default=[], metavar="VARIANT=PATH",
                        help="recall|balanced|precision=model.onnx (repeat for an ensemble)")
-    build.add_argument("--classes", required=True, help="data.yaml with names (and categories)")
+    build.add_argument("--classes", required=True,
+                       help="data.yaml with names; categories from its 'categories:' map, else --critical/"
+                            "--important, else general")
+    build.add_argument("--critical", default="", metavar="NAMES",
+                       help="comma-separated class names (or ids) that are critical, for a data.yaml without "
+                            "a categories map, e.g. shark,stingray")
+    build.add_argument("--important", default="", metavar="NAMES", help="likewise, the important classes")
     build.add_argument("--tta", default="full", help="none, flip, full or a comma-separated view list")
     build.add_argument("--imgsz", type=int, default=None,
                        help="input size of models exported with a dynamic size (checked against fixed ones)")
     build.add_argument("--target", default="x86-cpu", choices=("jetson-nano", "x86-cpu", "gpu-server"))
-    build.add_argument("--conf", type=float, default=0.25, help="per-model confidence threshold")
+    build.add_argument("--decode-thr", type=float, default=0.01,
+                       help="per-model decode threshold feeding fusion (default 0.01)")
+    build.add_argument("--operating-thr", action="append", default=[], metavar="PROFILE=SCORE",
+                       help="operating threshold of an inference profile (single, ensemble, ensemble_flip, "
+                            "ensemble_full), repeatable; default: single = the balanced variant's 0.25, "
+                            "fused profiles 0.15")
     build.add_argument("--iou", type=float, default=0.7, help="per-model NMS IoU threshold")
     build.add_argument("--out", required=True, help="new bundle folder")
-    verify = actions.add_parser("verify", help="check a bundle's schema and checksums")
+    verify = actions.add_parser("verify", help="check a bundle's schema, checksums and that its models fit it")
     verify.add_argument("bundle", help="bundle folder or .tar.gz")
+    verify.add_argument("--backend", default="onnxruntime", choices=BACKENDS,
+                        help="backend to run each model once on (checks outputs against the classes)")
+
+
+def _names(text):
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def _run_bundle(args, out):
-    from edge.bundle import load_bundle
-    from edge.bundle_build import build_bundle, parse_model_args, read_classes
+    from edge.bundle_build import build_bundle, parse_model_args, parse_profile_values, read_classes
 
     if args.bundle_command == "verify":
-        bundle = load_bundle(args.bundle)
-        out.write("ok: %s\n  models: %s\n  classes: %d (%s critical)\n  tta: %s\n" % (
-            bundle.root, ", ".join("%s %s %dx%d" % (m.name, m.format, m.input_size[1], m.input_size[0])
-                                   for m in bundle.models),
-            bundle.num_classes, len(bundle.ids_in("critical")), ", ".join(v.name for v in bundle.plan)))
-        return 0
-    bundle = build_bundle(args.out, parse_model_args(args.model), read_classes(args.classes), tta=args.tta,
-                          target=args.target, conf_thr=args.conf, iou_thr=args.iou, imgsz=args.imgsz)
+        return _verify_bundle(args, out)
+    if not 0.0 <= args.decode_thr <= 1.0:
+        raise EdgeError("--decode-thr %r: expected a score in [0, 1], typically 0.001-0.05" % args.decode_thr)
+    classes = read_classes(args.classes, critical=_names(args.critical), important=_names(args.important))
+    bundle = build_bundle(args.out, parse_model_args(args.model), classes, tta=args.tta, target=args.target,
+                          decode_thr=args.decode_thr, iou_thr=args.iou,
+                          thresholds=parse_profile_values(args.operating_thr, "operating-thr"), imgsz=args.imgsz)
     if args.imgsz and any(m.input_size != (args.imgsz, args.imgsz) for m in bundle.models):
         out.write("warning: --imgsz %d but the models take %s\n" % (args.imgsz, [m.input_size for m in bundle.models]))
     out.write("built %s with %s\n" % (bundle.root, ", ".join(m.name for m in bundle.models)))
+    by_category = {}
+    for c in bundle.classes:
+        by_category.setdefault(c.category, []).append(c.name)
+    out.write("  classes: %s\n" % "; ".join("%s: %s" % (k, ", ".join(v)) for k, v in sorted(by_category.items())))
     return 0
+
+
+def _verify_bundle(args, out):
+    from edge.bundle import load_bundle
+    from edge.pipeline import Pipeline
+
+    bundle = load_bundle(args.bundle)
+    with Pipeline.open(bundle, backend=args.backend):
+        pass  # opening runs each model once and checks its output against the classes
+    out.write("ok: %s (schema %d)\n  models: %s\n  classes: %d (%d critical)\n  tta: %s\n" % (
+        bundle.root, bundle.schema_version,
+        ", ".join("%s %s %dx%d decode>=%g alone>=%g" % (m.name, m.format, m.input_size[1], m.input_size[0],
+                                                       m.decode_thr, m.operating_thr) for m in bundle.models),
+        bundle.num_classes, len(bundle.ids_in("critical")), ", ".join(v.name for v in bundle.plan)))
+    for name in sorted(bundle.profiles):
+        settings = bundle.profiles[name]
+        out.write("  profile %-13s thresholds %s, temperatures %s\n" % (
+            name, _span(settings.thresholds), _span(settings.temperatures)))
+    if bundle.deployment is not None:
+        out.write("  deployment: %s\n" % bundle.deployment)
+    return 0
+
+
+def _span(values):
+    low, high = float(min(values)), float(max(values))
+    return "%.3g" % low if low == high else "%.3g-%.3g" % (low, high)
 
 
 def _add_detect(subparsers):
