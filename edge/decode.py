@@ -19,8 +19,11 @@ def decode_head(output, num_classes, conf_thr=0.25, iou_thr=0.7, max_det=300, ma
                 class_scores=False):
     """Decode a raw (B, 4+nc, A) head output with class-aware NMS, as ultralytics does.
 
-    With class_scores=True each box keeps its full score vector in extras["class_scores"]
-    (active learning's margin and entropy need more than the winning score).
+    Per image: anchors whose best class score is above conf_thr, the
+    ``max_candidates`` best of them (ultralytics' max_nms), NMS, then the
+    ``max_det`` best survivors. With class_scores=True each box keeps its full
+    score vector in extras["class_scores"] (active learning's margin and
+    entropy need more than the winning score).
     """
     output = np.asarray(output)
     if output.ndim != 3 or output.shape[1] != 4 + num_classes:
@@ -28,22 +31,25 @@ def decode_head(output, num_classes, conf_thr=0.25, iou_thr=0.7, max_det=300, ma
             "model output has shape %s; expected (batch, 4 + %d classes, anchors). "
             "Is the model exported for %d classes, without an NMS tail?"
             % (output.shape, num_classes, num_classes))
-    return [_decode_one(image.T.astype(np.float32), conf_thr, iou_thr, max_det, max_candidates, class_scores)
-            for image in output]
+    if output.dtype != np.float32:
+        output = output.astype(np.float32)
+    best = output[:, 4:].max(axis=1)
+    return [_decode_one(image, best_score, conf_thr, iou_thr, max_det, max_candidates, class_scores)
+            for image, best_score in zip(output, best)]
 
 
-def _decode_one(rows, conf_thr, iou_thr, max_det, max_candidates, keep_class_scores):
-    class_scores = rows[:, 4:]
-    class_id = class_scores.argmax(axis=1)
-    score = class_scores[np.arange(len(rows)), class_id]
-    candidate = score > conf_thr
-    rows, score, class_id = rows[candidate], score[candidate], class_id[candidate]
-    if len(score) > max_candidates:
-        top = np.argsort(-score, kind="stable")[:max_candidates]
-        rows, score, class_id = rows[top], score[top], class_id[top]
-    xyxy = xywh_to_xyxy(rows[:, :4])
+def _decode_one(image, best_score, conf_thr, iou_thr, max_det, max_candidates, keep_class_scores):
+    """One (4+nc, A) image: columns are picked before anything is copied, since at low
+    thresholds a few hundred of several thousand anchors pass."""
+    columns = np.flatnonzero(best_score > conf_thr)
+    if len(columns) > max_candidates:
+        columns = columns[np.argsort(-best_score[columns], kind="stable")[:max_candidates]]
+    picked = image[:, columns]
+    score = best_score[columns]
+    class_id = picked[4:].argmax(axis=0)
+    xyxy = xywh_to_xyxy(picked[:4].T)
     keep = nms(xyxy, score, iou_thr, class_id=class_id, max_det=max_det)
-    extras = {"class_scores": rows[keep, 4:]} if keep_class_scores else None
+    extras = {"class_scores": picked[4:, keep].T} if keep_class_scores else None
     return Detections(xyxy[keep], score[keep], class_id[keep], extras)
 
 

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from benchmarks.nms import old_decode_head, synthetic_head
 from edge.boxes import box_iou, nms, xywh_to_xyxy, xyxy_to_xywh
 from edge.decode import decode_efficient_nms, decode_head, decode_outputs
 from edge.detections import Detections
@@ -40,6 +41,78 @@ def test_decode_matches_ultralytics_nms(seed):
         np.testing.assert_allclose(mine.xyxy, ref[:, :4], atol=1e-3)
         np.testing.assert_allclose(mine.score, ref[:, 4], atol=1e-6)
         np.testing.assert_array_equal(mine.class_id, ref[:, 5].astype(int))
+
+
+# TTA batches shaped like a trained model's output at conf 0.001 (a few hundred to
+# a few thousand candidates per view): 320 px / 7 classes and 640 px / 36 classes.
+REALISTIC = [(320, 7, 8, 0.25), (640, 36, 15, 0.3)]
+
+
+def _realistic(size, nc, objects, fraction, seed=0):
+    return synthetic_head(np.random.default_rng(seed), size, nc, 7, objects, fraction)
+
+
+@pytest.mark.parametrize("size, nc, objects, fraction", REALISTIC)
+def test_decode_realistic_batch_matches_ultralytics(size, nc, objects, fraction):
+    torch = pytest.importorskip("torch")
+    # With torchvision imported ultralytics calls torchvision.ops.nms, which visits
+    # equal scores in index order as we do (these heads have many at 0.99); its
+    # fallback loop sorts unstably and gives up after its time limit.
+    pytest.importorskip("torchvision")
+    from ultralytics.utils.nms import non_max_suppression
+
+    raw = _realistic(size, nc, objects, fraction)
+    theirs = non_max_suppression(torch.from_numpy(raw), conf_thres=0.001, iou_thres=0.7, nc=nc, max_det=300)
+    for mine, ref in zip(decode_head(raw, nc, conf_thr=0.001, iou_thr=0.7), theirs):
+        ref = ref.numpy()
+        np.testing.assert_array_equal(mine.xyxy, ref[:, :4])
+        np.testing.assert_array_equal(mine.score, ref[:, 4])
+        np.testing.assert_array_equal(mine.class_id, ref[:, 5].astype(int))
+
+
+@pytest.mark.parametrize("size, nc, objects, fraction", REALISTIC)
+@pytest.mark.parametrize("conf", [0.001, 0.01, 0.25])
+def test_decode_realistic_batch_matches_old_decoder(size, nc, objects, fraction, conf):
+    """The transposing decoder with the one-pass-per-kept-box loop, kept in benchmarks/nms.py."""
+    raw = _realistic(size, nc, objects, fraction, seed=1)
+    assert decode_head(raw, nc, conf_thr=conf) == old_decode_head(raw, nc, conf_thr=conf)
+
+
+def _anchor_of(raw_image, xyxy):
+    """Index of the anchor whose decoded box is ``xyxy`` (boxes are distinct floats)."""
+    boxes = xywh_to_xyxy(raw_image[:4].T)
+    return int(np.flatnonzero((boxes == xyxy).all(axis=1))[0])
+
+
+def test_decode_class_scores_are_the_kept_anchors_columns():
+    raw = _realistic(320, 7, 8, 0.25)[:2]
+    for image, d in zip(raw, decode_head(raw, 7, conf_thr=0.001, class_scores=True)):
+        anchors = [_anchor_of(image, box) for box in d.xyxy]
+        np.testing.assert_array_equal(d.extras["class_scores"], image[4:, anchors].T)
+        np.testing.assert_array_equal(d.extras["class_scores"].max(axis=1), d.score)
+
+
+@pytest.mark.parametrize("cap", [1, 50, 400])
+def test_decode_caps_candidates_before_nms(cap):
+    """Only the ``cap`` best anchors take part: as if every other anchor had scored 0."""
+    raw = _realistic(320, 7, 8, 0.25)[:1]
+    best = raw[0, 4:].max(axis=0)
+    others = np.argsort(-best, kind="stable")[cap:]
+    only_top = raw.copy()
+    only_top[0, 4:, others] = 0
+    assert decode_head(raw, 7, conf_thr=0.001, max_candidates=cap) == decode_head(only_top, 7, conf_thr=0.001)
+
+
+def test_decode_max_det_is_a_prefix():
+    raw = _realistic(640, 36, 15, 0.3)[:1]
+    (full,) = decode_head(raw, 36, conf_thr=0.001, max_det=100000)
+    (top,) = decode_head(raw, 36, conf_thr=0.001, max_det=300)
+    assert len(full) > 300 and top == full[np.arange(300)]
+
+
+def test_decode_half_precision_output():
+    raw = _realistic(320, 7, 8, 0.25)[:2].astype(np.float16)
+    assert decode_head(raw, 7, conf_thr=0.001) == decode_head(raw.astype(np.float32), 7, conf_thr=0.001)
 
 
 def test_decode_rejects_wrong_class_count():
