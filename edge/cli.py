@@ -101,7 +101,12 @@ def _span(values):
 
 
 def _add_detect(subparsers):
-    detect = subparsers.add_parser("detect", help="detect species in an image, folder or video")
+    from edge.detect import RESULTS_FORMAT
+
+    detect = subparsers.add_parser("detect", help="detect species in an image, folder or video",
+                                   description="Run a bundle over an image, a folder of images or a video and "
+                                               "write COCO-style results.", epilog=RESULTS_FORMAT,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     detect.add_argument("--bundle", required=True)
     detect.add_argument("--source", required=True,
                         help="image, folder of images, or video file; unreadable frames are skipped and listed "
@@ -113,21 +118,30 @@ def _add_detect(subparsers):
     detect.add_argument("--save-images", default=None, metavar="DIR",
                         help="folder (created if absent) for frames with boxes drawn")
     detect.add_argument("--draw-thr", type=float, default=0.25, help="draw boxes scoring at least this")
+    detect.add_argument("--all-scores", action="store_true",
+                        help="write every fused box above the decode threshold with its calibrated score, not only "
+                             "what the device reports (for COCO evaluation)")
+    detect.add_argument("--decode-thr", type=float, default=None,
+                        help="decode threshold of every model (default: the bundle's); e.g. 0.001 with --all-scores")
+    detect.add_argument("--coco-gt", default=None, metavar="INSTANCES.json",
+                        help="take image_id and category_id from this COCO ground truth, by file and class name")
 
 
 def _run_detect(args, out):
     """Exit status 0 when at least one frame was read, 2 when none could be (after writing the empty results)."""
     from edge.bundle import load_bundle
-    from edge.detect import check_outputs, run_detect
+    from edge.detect import CocoIds, check_outputs, run_detect
     from edge.images import display_name
     from edge.pipeline import Pipeline
 
     check_outputs(args.out, args.save_images)  # before loading models: a typo costs nothing
     bundle = load_bundle(args.bundle)
+    coco_ids = CocoIds(args.coco_gt, bundle.names) if args.coco_gt else None
     models = args.models.split(",") if args.models else None
-    with Pipeline.open(bundle, backend=args.backend) as pipeline:
+    with Pipeline.open(bundle, backend=args.backend, decode_thr=args.decode_thr) as pipeline:
         summary = run_detect(pipeline, args.source, args.out, models=models, plan=args.tta,
-                             save_images=args.save_images, progress=_progress(out), draw_thr=args.draw_thr)
+                             save_images=args.save_images, progress=_progress(out), draw_thr=args.draw_thr,
+                             all_scores=args.all_scores, coco_ids=coco_ids)
     encoding = getattr(out, "encoding", None) or "utf-8"
 
     def write(text):  # names may hold any bytes: escape what the output cannot carry instead of failing

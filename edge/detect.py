@@ -77,12 +77,57 @@ def _video_frames(capture, path, min_side, notes):
         notes.append(note)
 
 
-def coco_results(detections, image_id, file_name, names):
-    """COCO results entries; category_id is class id + 1 (COCO reserves 0)."""
+RESULTS_FORMAT = """\
+Results: a JSON list, one entry per detection, COCO results style:
+  image_id     the frame's index in source order (sorted file names, video frame order), from 0;
+               with --coco-gt, the id of the image with the same file name in that ground truth
+  file_name    the frame's file name (videos: <stem>_f<frame>)
+  category_id  class id + 1 (COCO reserves 0); with --coco-gt, the id of the category of the same name
+  class_id, class_name   the bundle's class (0-based) and its name
+  bbox         [x, y, width, height] in pixels of the original frame, top-left origin, inside the frame
+  score        the calibrated, fused score
+By default only what the device reports is written: boxes at or above the inference profile's per-class
+operating thresholds. --all-scores writes every fused box above the decode threshold (what a COCO
+evaluator needs for mAP)."""
+
+
+def coco_results(detections, image_id, file_name, names, category_ids=None):
+    """COCO results entries; category_id is class id + 1 (COCO reserves 0) or `category_ids[class id]`."""
     xywh = xyxy_to_xywh(detections.xyxy)
-    return [{"image_id": image_id, "file_name": file_name, "category_id": int(c) + 1, "class_id": int(c),
+    return [{"image_id": image_id, "file_name": file_name,
+             "category_id": int(c) + 1 if category_ids is None else category_ids[int(c)], "class_id": int(c),
              "class_name": names[int(c)], "bbox": [round(float(v), 2) for v in box], "score": round(float(s), 5)}
             for box, s, c in zip(xywh, detections.score, detections.class_id)]
+
+
+class CocoIds(object):
+    """Image and category ids of a COCO ground-truth file, matched by file name and category name."""
+
+    def __init__(self, path, names):
+        try:
+            with open(path, "rb") as f:
+                gt = json.loads(f.read().decode("utf-8"))
+        except (OSError, ValueError, RecursionError) as e:
+            raise EdgeError("--coco-gt %s cannot be read as COCO JSON: %s" % (display_name(path), e)) from e
+        if not isinstance(gt, dict) or not isinstance(gt.get("images"), list) or not isinstance(
+                gt.get("categories"), list):
+            raise EdgeError("--coco-gt %s: expected a COCO object with 'images' and 'categories' lists"
+                            % display_name(path))
+        self.images = {}
+        for entry in gt["images"]:
+            if isinstance(entry, dict) and isinstance(entry.get("file_name"), str) and isinstance(
+                    entry.get("id"), int):
+                self.images[entry["file_name"]] = entry["id"]
+                self.images.setdefault(os.path.basename(entry["file_name"]), entry["id"])
+        by_name = {c.get("name"): c.get("id") for c in gt["categories"] if isinstance(c, dict)}
+        missing = [n for n in names if not isinstance(by_name.get(n), int)]
+        if missing:
+            raise EdgeError("--coco-gt %s has no category named %s; its categories are %s" % (
+                display_name(path), ", ".join(missing), ", ".join(sorted(str(n) for n in by_name))))
+        self.categories = [by_name[n] for n in names]
+
+    def image_id(self, file_name):
+        return self.images.get(file_name, self.images.get(os.path.basename(file_name)))
 
 
 def draw_detections(frame, detections, names, categories=None):
@@ -100,11 +145,14 @@ def draw_detections(frame, detections, names, categories=None):
 
 
 def run_detect(pipeline, source, out_path, models=None, plan=None, save_images=None, progress=None, draw_thr=0.25,
-               max_pixels=MAX_PIXELS, min_side=MIN_SIDE_PX):
+               max_pixels=MAX_PIXELS, min_side=MIN_SIDE_PX, all_scores=False, coco_ids=None):
     """Detect over a source; returns a summary dict. Unreadable frames are skipped and counted.
 
-    Every detection goes into the results; drawn frames show those scoring at
-    least draw_thr. The outputs and the source are checked before anything is
+    The results hold what the device reports (the profile's operating
+    points), or with `all_scores` every fused box (RESULTS_FORMAT); image and
+    category ids come from `coco_ids` (a CocoIds) when given, and a frame
+    missing from it is skipped with that reason. Drawn frames show boxes
+    scoring at least draw_thr. The outputs and the source are checked before anything is
     written (EdgeError). A frame the reader or the pipeline refuses
     (FrameError) is skipped with its reason; the results file is written
     even when no frame could be read (`frames` is then 0). `warnings` lists
@@ -121,9 +169,13 @@ def run_detect(pipeline, source, out_path, models=None, plan=None, save_images=N
         os.makedirs(save_images, exist_ok=True)
     for image_id, (name, frame, error) in enumerate(progress(items) if progress else items):
         detections = None
+        if coco_ids is not None:
+            image_id = coco_ids.image_id(name)
+            if image_id is None:
+                frame, error = None, "no image of this file name in the --coco-gt file"
         if frame is not None:
             try:
-                detections = pipeline.detect(frame, models=models, plan=plan)
+                detections = pipeline.detect(frame, models=models, plan=plan, all_scores=all_scores)
             except FrameError as e:  # one frame the pipeline cannot take: skip it, keep the run
                 error = str(e)
         if detections is None:
@@ -131,7 +183,8 @@ def run_detect(pipeline, source, out_path, models=None, plan=None, save_images=N
             skipped.append({"file_name": name, "reason": error})
             continue
         frames += 1
-        results.extend(coco_results(detections, image_id, name, names))
+        results.extend(coco_results(detections, image_id, name, names,
+                                    None if coco_ids is None else coco_ids.categories))
         if save_images:
             shown = detections[detections.score >= draw_thr]
             _write_drawn(os.path.join(save_images, os.path.splitext(name)[0] + ".jpg"),
