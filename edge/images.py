@@ -126,7 +126,8 @@ def frame_problem(image, min_side=MIN_SIDE_PX):
     if image.ndim != 3 or image.shape[2] != 3:
         return "image shape {} is not (H, W, 3)".format(image.shape)
     if min(image.shape[:2]) < min_side:
-        return "image is {}x{} pixels, under the {} px minimum side".format(image.shape[1], image.shape[0], min_side)
+        return "image is {}x{} pixels: too small (under the {} px minimum side)".format(
+            image.shape[1], image.shape[0], min_side)
     return ""
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from edge.boxes import clip_boxes
 from edge.detections import Detections
 from edge.errors import ConfigError, FrameError
+from edge.images import frame_problem
 
 View = collections.namedtuple("View", "name hflip rot90 scale")
 # Letterbox placement of the oriented frame in the network input.
@@ -159,12 +160,10 @@ def detections_to_frame(detections, transform):
 
 
 def check_frame(frame, name="frame"):
-    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        shape = getattr(frame, "shape", None)
-        raise FrameError("%s must be a BGR uint8 image of shape (H, W, 3), got %s %s"
-                         % (name, type(frame).__name__, shape))
-    if frame.shape[0] < 2 or frame.shape[1] < 2:
-        raise FrameError("%s is %dx%d pixels; too small to detect anything" % (name, frame.shape[1], frame.shape[0]))
+    """FrameError unless `frame` is a usable BGR uint8 frame, by the one rule of edge.images."""
+    problem = frame_problem(frame)
+    if problem:
+        raise FrameError("%s: %s" % (name, problem))
 
 
 def prepare_views(frame, plan, in_w, in_h):

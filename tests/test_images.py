@@ -304,7 +304,7 @@ class FakePipeline(object):
     def __init__(self):
         self.seen = []
 
-    def detect(self, frame, models=None, plan=None):
+    def detect(self, frame, models=None, plan=None, all_scores=False):
         check_frame(frame)
         self.seen.append(frame.shape)
         return Detections([[1, 1, 5, 5]], [0.9], [0])
