@@ -145,19 +145,26 @@ def _leader_rounds(boxes, group, thr):
     clusters of near-copies a detector puts around each object go: in a few
     passes over all boxes instead of through their many pairs.
     """
-    rest = np.arange(len(boxes))
+    by_group = np.argsort(group, kind="stable")  # score order within each group
+    group = group.take(by_group)
+    alive = np.ones(len(boxes), dtype=bool)  # over by_group positions
     leaders = [np.zeros(0, dtype=np.int64)]
     for _ in range(_LEADER_ROUNDS):
-        if not len(rest):
+        position = np.flatnonzero(alive)
+        if not len(position):
             break
-        _, first, slot = np.unique(group.take(rest), return_index=True, return_inverse=True)
-        settled = _pair_iou(boxes, rest.take(first).take(slot.reshape(-1)), rest) > thr
-        settled[first] = True
-        leaders.append(rest.take(first))
-        rest = rest[~settled]
-        if settled.sum() < _LEADER_MIN_SETTLED * len(first):
+        member_group = group.take(position)
+        heads = np.ones(len(position), dtype=bool)
+        heads[1:] = member_group[1:] != member_group[:-1]
+        rest = by_group.take(position)
+        leader = rest[heads]
+        settled = _pair_iou(boxes, leader.take(np.cumsum(heads) - 1), rest) > thr
+        settled |= heads
+        alive[position[settled]] = False
+        leaders.append(leader)
+        if settled.sum() < _LEADER_MIN_SETTLED * len(leader):
             break
-    return np.sort(np.concatenate(leaders)), rest
+    return np.sort(np.concatenate(leaders)), np.sort(by_group[alive])
 
 
 def _suppressed_by(boxes, kept, block, thr):
