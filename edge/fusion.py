@@ -6,12 +6,16 @@
 cases of tests/test_fusion.py, float32 rounding and score ties included.
 WBF is sequential: each box, in descending score order within its label,
 joins the current cluster of highest IoU, whose fused box then moves. We keep
-that order and make each step cheap: labels are clustered one after another
-on plain Python floats (numpy's per-call cost dominates at a few dozen
-clusters); a running float32 sum replaces 1.0.9's re-summing of the whole
-cluster (same additions, same order, same result); a centre window derived
-from iou_thr rejects most clusters with one comparison; sorting, clipping and
-the final rescale are vectorized over all labels.
+that order and every float operation, and make each step cheap: up to
+``fusion_small.MAX_BOXES`` clean boxes go through plain Python floats
+(``edge/fusion_small.py``); larger inputs are prefiltered and sorted with
+numpy, boxes that provably never share a cluster become clusters of one
+without a Python step, and the rest run 1.0.9's loop against a grid of
+cluster centres (``edge/fusion_cluster.py``, which proves both pruning rules);
+a running float32 sum replaces 1.0.9's re-summing of the whole cluster (same
+additions, same order, same result). Where numpy's scalar rules changed
+(NEP 50: float32 score vs thr, float32 weights, float32 / float64 division)
+we follow the installed numpy, so results match 1.0.9 under numpy 1.19 and 2.x.
 
 Deliberate differences from 1.0.9: bad input raises ``FusionInputError`` (a
 ``ValueError``) where 1.0.9 prints and exits or silently resets the weights;
@@ -27,23 +31,21 @@ flat fusion over 3 x V lists a box seen by every model but missed in some
 views would lose a share for each missed view; fusing views first turns them
 into one vote per model, and only a model that misses the object lowers it.
 """
+import functools
 import logging
-import struct
 
 import numpy as np
 
 from edge.detections import Detections
 from edge.errors import EdgeError
+from edge.fusion_cluster import cluster_rows
+from edge.fusion_small import MAX_BOXES, fuse_small
 
 logger = logging.getLogger(__name__)
 
 CONF_TYPES = ("avg", "max", "box_and_model_avg", "absent_model_aware_avg")
 
-# 1.0.9 accumulates fused boxes in a float32 array; struct rounds four Python
-# floats to float32 several times faster than numpy scalars do.
-_F32X4 = struct.Struct("=4f")
 _F32_MAX = float(np.finfo(np.float32).max)
-_NEVER_MATCHED = (np.inf, np.inf, -np.inf, -np.inf, 0.0, np.inf, np.inf, -1)
 
 
 class FusionInputError(EdgeError, ValueError):
@@ -58,16 +60,16 @@ def weighted_boxes_fusion(boxes_list, scores_list, labels_list, weights=None, io
     descending score.
     """
     weights = _check_arguments(boxes_list, scores_list, labels_list, weights, iou_thr, conf_type)
+    if sum(len(b) for b in boxes_list) <= MAX_BOXES:
+        fused = fuse_small(boxes_list, scores_list, labels_list, weights, float(iou_thr), skip_box_thr, conf_type,
+                           allows_overflow, _weak_scalars(), _f32_divisor())
+        if fused is not None:
+            return fused
     table = _prefilter(boxes_list, scores_list, labels_list, weights, skip_box_thr)
     if table is None:
         return np.zeros((0, 4)), np.zeros((0,)), np.zeros((0,))
     rows, groups = _sort_by_label_and_score(table)
-    per_box = _per_box_values(rows, float(iou_thr))
-    clusters = ([], [], [])  # per cluster, all labels: member rows, match entry, sums
-    for start, end in groups:
-        label = rows[start, 0]
-        # 1.0.9 stores a merged cluster's label in float32; one it cannot hold never matches again.
-        _cluster(per_box[start:end], start, float(iou_thr), float(np.float32(label)) == label, clusters)
+    clusters = cluster_rows(rows, groups, float(iou_thr), _f32_divisor())
     boxes, scores, labels = _fused_rows(rows, clusters, weights, conf_type, allows_overflow)
     # Same call as 1.0.9 on the same values, so ties come out in the same order.
     order = scores.argsort()[::-1]
@@ -87,6 +89,21 @@ def fuse_detections(detections_list, frame_wh, weights=None, iou_thr=0.55, skip_
         [d.class_id for d in detections_list], weights=weights, iou_thr=iou_thr,
         skip_box_thr=skip_box_thr, conf_type=conf_type)
     return Detections(boxes * scale, scores, labels.astype(np.int32))
+
+
+@functools.lru_cache(maxsize=None)
+def _f32_divisor():
+    """Whether numpy divides a float32 array by a float64 scalar in float32, as 1.0.9's
+    ``box[4:] /= conf`` does under numpy < 2's value-based casting."""
+    return np.result_type(np.zeros(1, np.float32), np.float64(1.0)) == np.float32
+
+
+@functools.lru_cache(maxsize=None)
+def _weak_scalars():
+    """Whether a Python float takes a numpy scalar's type (numpy >= 2, NEP 50): then 1.0.9's
+    ``score < thr`` compares a float32 score in float32 and ``float(score) * weight``
+    keeps a float32 weight's type; under numpy < 2 both are float64."""
+    return type(np.float32(1) + 1.0) is np.float32
 
 
 def _check_arguments(boxes_list, scores_list, labels_list, weights, iou_thr, conf_type):
@@ -121,8 +138,11 @@ def _prefilter(boxes_list, scores_list, labels_list, weights, thr):
     boxes, scores, labels = (np.concatenate(column) for column in zip(*lists))
     model = np.repeat(np.arange(len(lists)), [len(b) for b, _, _ in lists])
     _check_values(boxes, scores, labels, model)
-    # 1.0.9 skips `score < thr`, compared in each list's own score dtype.
-    if len(set(s.dtype for _, s, _ in lists)) == 1:
+    # 1.0.9 skips `score < thr` on numpy scalars: in each list's own score dtype
+    # under numpy >= 2, in float64 (or wider) under numpy < 2.
+    if not _weak_scalars():
+        keep = ~(scores.astype(np.result_type(scores.dtype, np.float64)) < thr)
+    elif len(set(s.dtype for _, s, _ in lists)) == 1:
         keep = ~(scores < thr)
     else:
         keep = np.concatenate([~(s < thr) for _, s, _ in lists])
@@ -140,8 +160,9 @@ def _prefilter(boxes_list, scores_list, labels_list, weights, thr):
     model = model[keep]
     table = np.empty((len(model), 8))
     table[:, 0] = np.trunc(labels[keep])  # int(label)
-    # 1.0.9 computes float(score) * weights[t]: a float32 weight keeps float32.
-    table[:, 1] = scores[keep].astype(np.result_type(weights.dtype, 0.0)) * weights[model]
+    # 1.0.9 computes float(score) * weights[t]: a float32 weight keeps float32 under numpy >= 2.
+    product = np.result_type(weights.dtype, 0.0) if _weak_scalars() else np.float64
+    table[:, 1] = scores[keep].astype(product) * weights[model].astype(product)
     table[:, 2] = weights[model]
     table[:, 3] = model
     table[:, 4:] = boxes[nonzero]
@@ -222,146 +243,70 @@ def _sort_by_label_and_score(table):
     return table[np.concatenate(order)], groups
 
 
-def _per_box_values(rows, iou_thr):
-    """Per box, as Python floats: x1, y1, x2, y2, area, centre x, y, the centre window
-    a cluster's centre must fall in for IoU > iou_thr, score and float32(score * coordinates).
-    """
-    x1, y1, x2, y2 = rows[:, 4:].T
-    score = rows[:, 1]
-    # IoU > t > 0 needs |centre distance| < (1 - t) / t * box side on each axis
-    # (overlap <= mean side - distance, and > t * larger side): a cheaper,
-    # tighter reject than disjointness. The margins cover rounding.
-    t = iou_thr * (1 - 1e-9)
-    reach = (1 - t) / t if t > 0 else np.inf
-    cx, cy = (x1 + x2) * 0.5, (y1 + y2) * 0.5
-    rx, ry = reach * (x2 - x1) + 1e-9, reach * (y2 - y1) + 1e-9
-    seed = (score[:, None] * rows[:, 4:]).astype(np.float32)  # a cluster's first float32 sums
-    return np.column_stack([rows[:, 4:], (x2 - x1) * (y2 - y1), cx, cy, cx - rx, cx + rx, cy - ry, cy + ry,
-                            score, seed]).tolist()
-
-
-def _cluster(boxes, offset, iou_thr, label_exact, clusters):
-    """The WBF loop over one label: each box joins the first cluster of highest IoU > iou_thr.
-
-    Appends to ``clusters`` = (members, match, sums): per cluster its member
-    rows (+ offset), the (x1, y1, x2, y2, area, cx, cy, index) entry boxes are
-    matched against, and once merged the float32 sums of score * coordinate
-    with the float64 sum of scores (None while it holds one box).
-    """
-    members, all_match, all_sums = clusters
-    pack, unpack = _F32X4.pack, _F32X4.unpack
-    match, sums, base = [], [], len(members)
-    nan_ids = []  # zero-score clusters: their 0/0 box wins numpy's argmax before any IoU
-    for j, (bx1, by1, bx2, by2, barea, bcx, bcy, lox, hix, loy, hiy, s, _, _, _, _) in enumerate(boxes):
-        best, idx = iou_thr, -1
-        if nan_ids:
-            idx = nan_ids[0]
-        else:
-            for c in match:
-                if c[5] <= lox or c[5] >= hix or c[6] <= loy or c[6] >= hiy:
-                    continue
-                iw = (c[2] if c[2] < bx2 else bx2) - (c[0] if c[0] > bx1 else bx1)
-                ih = (c[3] if c[3] < by2 else by2) - (c[1] if c[1] > by1 else by1)
-                if iw <= 0 or ih <= 0:
-                    continue
-                inter = iw * ih
-                iou = inter / (c[4] + barea - inter)
-                if iou > best:
-                    best, idx = iou, c[7]
-        if idx < 0:
-            members.append([j + offset])
-            match.append((bx1, by1, bx2, by2, barea, bcx, bcy, len(match)))
-            sums.append(None)
-            continue
-        m = members[base + idx]
-        m.append(j + offset)
-        st = sums[idx]
-        if st is None:  # a cluster's float32 sums start when it grows
-            a0, a1, a2, a3, conf = boxes[m[0] - offset][12:] + boxes[m[0] - offset][11:12]
-        else:
-            a0, a1, a2, a3, conf = st
-        a0, a1, a2, a3 = unpack(pack(a0 + s * bx1, a1 + s * by1, a2 + s * bx2, a3 + s * by2))
-        conf += s
-        sums[idx] = (a0, a1, a2, a3, conf)
-        if conf == 0.0 or not label_exact:
-            match[idx] = _unmatchable(nan_ids, idx, conf, label_exact)
-            continue
-        if nan_ids and idx == nan_ids[0]:
-            nan_ids.pop(0)
-        f0, f1, f2, f3 = unpack(pack(a0 / conf, a1 / conf, a2 / conf, a3 / conf))
-        match[idx] = (f0, f1, f2, f3, (f2 - f0) * (f3 - f1), (f0 + f2) * 0.5, (f1 + f3) * 0.5, idx)
-    all_match.extend(match)
-    all_sums.extend(sums)
-
-
-def _unmatchable(nan_ids, idx, conf, label_exact):
-    """Match entry of a cluster the IoU scan must skip: zero-score (0/0) or label-mismatched."""
-    if conf == 0.0 and label_exact and idx not in nan_ids:
-        nan_ids.append(idx)
-        nan_ids.sort()
-    return _NEVER_MATCHED
-
-
 def _fused_rows(rows, clusters, weights, conf_type, allows_overflow):
     """Each cluster's fused box, rescaled score and label, in cluster order."""
-    members, match, sums = clusters
-    count = np.array([len(m) for m in members])
-    first = np.array([m[0] for m in members])
-    merged = count > 1
+    first = np.array(clusters.first, dtype=np.int64)
+    merged = np.array(clusters.merged, dtype=np.int64)
+    count = np.ones(len(first), dtype=np.int64)
+    count[merged] = [len(m) for m in clusters.members]
     # 1.0.9 stores a merged cluster's box, score, weight and label in a float32
     # array; a cluster of one box keeps its float64 row.
     boxes = rows[first, 4:]
-    sums = np.array([st for st in sums if st is not None]).reshape(-1, 5)
-    with np.errstate(invalid="ignore", divide="ignore"):  # zero-score clusters are 0/0 in 1.0.9 too
-        boxes[merged] = (sums[:, :4] / sums[:, 4:]).astype(np.float32)
+    values = np.array(clusters.values).reshape(-1, 9)
+    boxes[merged] = values[:, 5:]
     score = rows[first, 1]  # rows are sorted: the first member holds the max
     if conf_type != "max":
-        score[merged] = sums[:, 4] / count[merged]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            score[merged] = values[:, 4] / count[merged]
     score[merged] = score[merged].astype(np.float32)
     labels = rows[first, 0]
     labels[merged] = labels[merged].astype(np.float32)
     wsum = rows[first, 2]
     if conf_type in ("box_and_model_avg", "absent_model_aware_avg"):
-        wsum = _weight_sums(members, rows[:, 2].tolist(), merged)
-    score = _rescale(score, wsum, count, members, rows, weights, conf_type, allows_overflow)
+        wsum[merged] = _weight_sums(clusters.members, rows[:, 2].tolist())
+    score = _rescale(score, wsum, count, clusters, rows, weights, conf_type, allows_overflow)
     return boxes, score, labels
 
 
-def _weight_sums(members, row_weight, merged):
-    """Each cluster's weight, summed in member order as 1.0.9 does, float32 once merged."""
+def _weight_sums(members, row_weight):
+    """Each merged cluster's weight, summed in member order as 1.0.9 does, in float32."""
     wsum = np.empty(len(members))
     for i, m in enumerate(members):
         w = 0.0
         for j in m:
             w += row_weight[j]
         wsum[i] = w
-    wsum[merged] = wsum[merged].astype(np.float32)
-    return wsum
+    return wsum.astype(np.float32)
 
 
-def _rescale(score, wsum, count, members, rows, weights, conf_type, allows_overflow):
+def _rescale(score, wsum, count, clusters, rows, weights, conf_type, allows_overflow):
     """1.0.9's final confidence rescale: the same float64 operations in the same order."""
     if conf_type == "max":
         return score / weights.max()
     if conf_type == "avg":
         n_boxes = count if allows_overflow else np.minimum(len(weights), count)
         return score * n_boxes / weights.sum()
-    present, absent = _list_weight_sums(members, rows[:, 3], weights)
+    present, absent = _list_weight_sums(clusters, count, rows[:, 3], weights)
     if conf_type == "box_and_model_avg":
         return score * count / wsum * present / weights.sum()
     return score * count / (wsum + absent)
 
 
-def _list_weight_sums(members, row_list, weights):
+def _list_weight_sums(clusters, count, row_list, weights):
     """Per cluster: the summed weight of the lists it has boxes from, and of those it lacks.
 
     1.0.9 sums each with numpy over the sorted list indices. Whole-number
     weights (the default) sum exactly in any order, so one bincount does;
     other weights are summed as 1.0.9 does, once per distinct set of lists.
     """
-    n_lists, n_clusters = len(weights), len(members)
-    cluster = np.repeat(np.arange(n_clusters), [len(m) for m in members])
-    pairs = np.unique(cluster * n_lists + row_list[np.concatenate(members)].astype(np.int64))
+    n_lists, n_clusters = len(weights), len(count)
+    # (cluster, row) of every member; a merged cluster's first member twice does no harm to unique.
+    cluster = np.arange(n_clusters)
+    member_rows = np.array(clusters.first, dtype=np.int64)
+    if clusters.merged:
+        cluster = np.concatenate([cluster, np.repeat(clusters.merged, count[clusters.merged])])
+        member_rows = np.concatenate([member_rows] + clusters.members)
+    pairs = np.unique(cluster * n_lists + row_list[member_rows].astype(np.int64))
     cluster, model = pairs // n_lists, pairs % n_lists
     if np.all(weights == np.round(weights)) and weights.sum() < 2 ** 24:
         present = np.bincount(cluster, weights=weights[model].astype(np.float64), minlength=n_clusters)

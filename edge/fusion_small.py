@@ -1,0 +1,129 @@
+"""Weighted boxes fusion of a few boxes on plain Python floats (``edge.fusion``'s small-input path).
+
+With a few boxes, numpy's per-call cost is most of a call, so this path
+follows 1.0.9 step by step on Python floats and builds numpy arrays only for
+the result. It takes only clean input: numpy arrays, boxes already inside
+[0, 1] with x1 <= x2 and y1 <= y2 and non-zero area, finite non-negative
+scores, labels float32 can hold; anything else returns None and goes the
+general way, which validates, repairs and warns. Sorting: a label's rows and
+the result are ordered by numpy's argsort as in 1.0.9 when scores tie (its
+order of ties is its own) and by Python's sort otherwise (same order).
+"""
+import numpy as np
+
+from edge.fusion_cluster import cluster_plain
+
+MAX_BOXES = 160
+_F32_EXACT = 2 ** 24
+
+
+def fuse_small(boxes_list, scores_list, labels_list, weights, iou_thr, skip_box_thr, conf_type,
+               allows_overflow, weak_scalars, f32_divisor):
+    """1.0.9's (boxes, scores, labels) for small clean input, or None to take the general path.
+
+    ``weights`` is the checked weight array (float32 weights go the general way);
+    ``weak_scalars``: numpy compares a float32 score with a Python float in
+    float32 (numpy >= 2); ``f32_divisor``: see ``edge.fusion_cluster.cluster_rows``.
+    """
+    if weights.dtype.kind not in "iuf" or (weights.dtype.kind == "f" and weights.dtype.itemsize < 8):
+        return None
+    per_label = _rows(boxes_list, scores_list, labels_list, weights.tolist(), skip_box_thr, weak_scalars)
+    if per_label is None:
+        return None
+    if not per_label:
+        return np.zeros((0, 4)), np.zeros((0,)), np.zeros((0,))
+    out = []  # per cluster: box, score, label, weight sum, member rows
+    for label_rows in per_label.values():
+        seeds, merged = [], {}
+        rows = [label_rows[i] for i in _descending([r[1] for r in label_rows])]
+        cluster_plain(rows, 0, iou_thr, True, f32_divisor, seeds, merged)
+        for seed in seeds:
+            _fused(rows, seed, merged.get(seed), conf_type, out)
+    return _result(out, weights, conf_type, allows_overflow)
+
+
+def _rows(boxes_list, scores_list, labels_list, weights, thr, weak_scalars):
+    """Per label (in order of first appearance) its rows [label, score * weight, weight, list, x1, y1, x2, y2]."""
+    per_label, n = {}, 0
+    for t, (boxes, scores, labels) in enumerate(zip(boxes_list, scores_list, labels_list)):
+        if not (type(boxes) is np.ndarray and type(scores) is np.ndarray and type(labels) is np.ndarray):
+            return None
+        if boxes.size == 0 and scores.size == 0 and labels.size == 0:
+            continue
+        if (boxes.ndim != 2 or boxes.shape[1] != 4 or scores.ndim != 1 or labels.ndim != 1
+                or not len(boxes) == len(scores) == len(labels) or boxes.dtype.kind != "f"
+                or scores.dtype not in (np.float32, np.float64) or labels.dtype.kind not in "iuf"):
+            return None
+        n += len(boxes)
+        if n > MAX_BOXES:
+            return None
+        # 1.0.9 compares a numpy score with thr: in float32 for float32 scores under numpy >= 2.
+        cut = float(np.float32(thr)) if weak_scalars and scores.dtype == np.float32 else thr
+        w = weights[t]
+        for (x1, y1, x2, y2), s, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
+            if not 0.0 <= s <= 1e30:
+                return None
+            if s < cut:
+                continue
+            if not (0.0 <= x1 <= x2 <= 1.0 and 0.0 <= y1 <= y2 <= 1.0) or (x2 - x1) * (y2 - y1) == 0.0:
+                return None
+            if not -_F32_EXACT <= label <= _F32_EXACT:
+                return None
+            label = int(label)
+            row = [label, s * w, w, t, x1, y1, x2, y2]
+            if label in per_label:
+                per_label[label].append(row)
+            else:
+                per_label[label] = [row]
+    return per_label
+
+
+def _descending(values):
+    """Indices by descending value, as numpy's ``argsort()[::-1]`` orders them."""
+    if len(set(values)) < len(values):
+        return np.argsort(values)[::-1].tolist()
+    return sorted(range(len(values)), key=values.__getitem__, reverse=True)
+
+
+def _f32(x):
+    return float(np.float32(x))
+
+
+def _fused(rows, seed, merged, conf_type, out):
+    """One cluster as 1.0.9 leaves it before the rescale."""
+    if merged is None:
+        r = rows[seed]
+        out.append((r[4:], r[1], float(r[0]), r[2], (r[3],), 1))
+        return
+    members, values = merged
+    conf = values[4]
+    score = _f32(rows[members[0]][1] if conf_type == "max" else conf / len(members))
+    w = 0.0
+    for j in members:
+        w += rows[j][2]
+    out.append((list(values[5:]), score, float(rows[seed][0]), _f32(w),
+                tuple(rows[j][3] for j in members), len(members)))
+
+
+def _result(out, weights, conf_type, allows_overflow):
+    """1.0.9's rescale of each cluster's score, then its final sort by score."""
+    total = float(weights.sum())
+    n_lists = len(weights)
+    scores = []
+    for _, score, _, wsum, models, count in out:
+        if conf_type == "max":
+            scores.append(score / float(weights.max()))
+        elif conf_type == "avg":
+            scores.append(score * (count if allows_overflow else min(n_lists, count)) / total)
+        else:
+            present = sorted(set(models))
+            if conf_type == "box_and_model_avg":
+                scores.append(score * count / wsum * float(weights[present].sum()) / total)
+            else:
+                mask = np.ones(n_lists, dtype=bool)
+                mask[present] = False
+                scores.append(score * count / (wsum + float(weights[mask].sum())))
+    order = _descending(scores)
+    return (np.array([out[i][0] for i in order], dtype=np.float64).reshape(-1, 4),
+            np.array([scores[i] for i in order], dtype=np.float64),
+            np.array([out[i][2] for i in order], dtype=np.float64))
