@@ -226,3 +226,128 @@ def test_check_box(bbox, expected_kind, expected_xyxy):
     assert kind == expected_kind
     if expected_xyxy is not None:
         assert xyxy == pytest.approx(expected_xyxy)
+
+
+# --- bad vendor files (issue 8): every fault is named with where it is; nothing is merged ---------------
+
+def _secret_image(tmp_path):
+    """An image outside the images folder that a crafted file_name must not reach."""
+    path = str(tmp_path / "secret.jpg")
+    cv2.imwrite(path, np.full((30, 40, 3), 200, np.uint8))
+    return path
+
+
+def _dotdot(tmp_path, pool):
+    return "../" + os.path.basename(_secret_image(tmp_path))
+
+
+def _absolute(tmp_path, pool):
+    return _secret_image(tmp_path)
+
+
+def _symlink(tmp_path, pool):
+    os.symlink(_secret_image(tmp_path), os.path.join(pool, "site1", "link.jpg"))
+    return "site1/link.jpg"
+
+
+@pytest.mark.parametrize("make_name, kind", [(_dotdot, "bad_file_name"), (_absolute, "bad_file_name"),
+                                             (_symlink, "outside_images_folder")],
+                         ids=["dotdot", "absolute", "symlink"])
+def test_file_name_outside_the_images_folder_is_refused(package, tmp_path, make_name, kind):
+    coco = copy.deepcopy(package["coco"])
+    name = make_name(tmp_path, package["pool"])
+    coco["images"].append({"id": 50, "file_name": name, "width": 40, "height": 30})
+    ann = write_json(tmp_path / "bad.json", coco)
+    ds = str(tmp_path / "ds")
+    rc, text = run(["active", "import", "--coco", ann, "--images", package["pool"], "--into", ds,
+                    "--taxonomy", write_taxonomy(tmp_path / "taxonomy.yaml")])
+    assert rc == 1 and not os.path.exists(ds), text
+    entry = "images[%d]" % (len(coco["images"]) - 1)
+    problems = json.load(open(tmp_path / "bad.import_report.json"))["problems"]
+    assert [(p["kind"], p["at"]) for p in problems] == [(kind, entry)], problems
+    assert entry + ".file_name" in problems[0]["message"] and name in problems[0]["message"]
+
+
+def _set(path, value):
+    """A breakage setting coco[path[0]][path[1]]...[path[-1]] = value."""
+    def apply(coco):
+        target = coco
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    return apply
+
+
+# (breakage, expected (kind, where) pairs: where is the entry the report names).
+TYPE_FAULTS = [
+    ("file_name-int", _set(["images", 0, "file_name"], 5), [("structure", "images[0]")]),
+    ("file_name-list", _set(["images", 1, "file_name"], ["a.jpg"]), [("structure", "images[1]")]),
+    ("file_name-nul", _set(["images", 1, "file_name"], "site1/a\x00.jpg"), [("bad_file_name", "images[1]")]),
+    ("image-id-list", _set(["images", 0, "id"], [1]), [("bad_id", "images[0]")]),
+    ("image-id-dict", _set(["images", 2, "id"], {"id": 3}), [("bad_id", "images[2]")]),
+    ("image-width-text", _set(["images", 0, "width"], "wide"), [("structure", "images[0]")]),
+    ("annotation-id-list", _set(["annotations", 0, "id"], [1]), [("bad_id", "annotations[0]")]),
+    ("image_id-dict", _set(["annotations", 1, "image_id"], {"id": 1}), [("bad_id", "annotations[1]")]),
+    ("category_id-list", _set(["annotations", 2, "category_id"], [0]), [("bad_id", "annotations[2]")]),
+    ("category-id-list", _set(["categories", 0, "id"], [0]), [("bad_id", "categories[0]")]),
+    ("category-name-dict", _set(["categories", 1, "name"], {"en": "x"}), [("structure", "categories[1]")]),
+    ("categories-a-dict", _set(["categories"], {"0": "species_0"}), [("structure", "categories")]),
+    ("image-not-an-object", _set(["images", 1], "site1/frame_001.jpg"), [("structure", "images[1]")]),
+    ("bbox-nested", _set(["annotations", 1, "bbox"], [[1, 2], [3, 4]]), [("malformed_box", "annotations[1]")]),
+    # Every fault of one entry, not only its first.
+    ("image-all-faults", _set(["images", 0], {"id": [1], "file_name": "../x.jpg", "width": -3}),
+     [("bad_id", "images[0]"), ("bad_file_name", "images[0]"), ("structure", "images[0]")]),
+    ("annotation-all-faults", _set(["annotations", 0], {"id": [1], "image_id": 999, "category_id": 42,
+                                                        "bbox": [1, 2, "x"], "iscrowd": 1}),
+     [("bad_id", "annotations[0]"), ("unknown_image", "annotations[0]"), ("unknown_category", "annotations[0]"),
+      ("crowd", "annotations[0]"), ("malformed_box", "annotations[0]")]),
+]
+
+
+@pytest.mark.parametrize("break_it, expected", [c[1:] for c in TYPE_FAULTS], ids=[c[0] for c in TYPE_FAULTS])
+def test_wrong_types_are_reported_with_where_they_are(package, tmp_path, break_it, expected):
+    coco = copy.deepcopy(package["coco"])
+    break_it(coco)
+    ann = write_json(tmp_path / "bad.json", coco)
+    ds = str(tmp_path / "ds")
+    rc, text = run(["active", "import", "--coco", ann, "--into", ds, "--package", package["zip"],
+                    "--taxonomy", write_taxonomy(tmp_path / "taxonomy.yaml")])
+    assert rc == 1 and "REJECTED" in text and not os.path.exists(ds)
+    problems = json.load(open(tmp_path / "bad.import_report.json"))["problems"]
+    broken = expected[0][1]
+    assert sorted((p["kind"], p["at"]) for p in problems if p["at"] == broken) == sorted(expected), problems
+    # Besides, only annotations pointing at an id that no intact entry has any more.
+    assert {p["kind"] for p in problems if p["at"] != broken} <= {"unknown_image", "unknown_category"}, problems
+    assert all(p["message"].startswith(p["at"]) for p in problems), problems
+
+
+@pytest.mark.parametrize("where, text_of", [
+    ("annotations[1].segmentation[0][0][0]", lambda coco, deep: json.dumps(coco).replace('"DEEP"', deep)),
+    ("[0][0][0]", lambda coco, deep: deep),
+])
+def test_deeply_nested_json_is_a_named_problem(package, tmp_path, where, text_of):
+    depth = 100000      # past the json module's recursion limit
+    coco = copy.deepcopy(package["coco"])
+    coco["annotations"][1]["segmentation"] = "DEEP"
+    path = str(tmp_path / "bad.json")
+    with open(path, "w") as f:
+        f.write(text_of(coco, "[" * depth + "]" * depth))
+    ds = str(tmp_path / "ds")
+    rc, text = run(["active", "import", "--coco", path, "--into", ds, "--package", package["zip"],
+                    "--taxonomy", write_taxonomy(tmp_path / "taxonomy.yaml")])
+    problems = json.load(open(tmp_path / "bad.import_report.json"))["problems"]
+    assert rc == 1 and not os.path.exists(ds)
+    assert [p["kind"] for p in problems] == ["too_deep"] and problems[0]["at"].startswith(where), problems
+
+
+def test_non_utf8_coco_file_name_still_gets_its_report(package, tmp_path):
+    """Linux file names are bytes: a COCO file whose name is not UTF-8 is imported and reported."""
+    name = os.fsdecode(os.fsencode(str(tmp_path)) + b"/r\xe9sultat.json")
+    with open(name, "w") as f:
+        json.dump(vendor_edit(package["coco"]), f)
+    ds = str(tmp_path / "ds")
+    write_dataset_yaml(ds)
+    rc, text = run(["active", "import", "--coco", name, "--into", ds, "--package", package["zip"]])
+    assert rc == 0, text
+    report_txt = os.fsdecode(os.fsencode(str(tmp_path)) + b"/r\xe9sultat.import_report.txt")
+    assert "merged 3 images" in open(report_txt, encoding="utf-8").read()

@@ -11,7 +11,9 @@ every label of the project).
 Every image listed in the COCO file is imported; one without annotations is a
 background (the annotator saw nothing). A box may stick out of its image by
 up to CLIP_TOL_PX and is clipped; anything else wrong is a problem. When any
-problem is found nothing is merged, and the report names every one.
+problem is found nothing is merged, and the report names every fault of every
+entry with where it is (`images[3].file_name`, `annotations[17].bbox`). A
+file_name must stay inside the images folder: no '..', absolute path or symlink out.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ import hashlib
 import json
 import math
 import os
+import re
+import reprlib
 import tempfile
 
 import numpy as np
@@ -33,6 +37,10 @@ from trainer.errors import DataError
 
 CLIP_TOL_PX = 1.0   # annotation tools round to whole pixels; one pixel out is rounding, not an error
 MIN_SIDE_PX = 1.0
+MAX_JSON_DEPTH = 100    # a COCO detection file is 5 levels deep; the reader gives up far deeper than this
+_short = reprlib.Repr()   # values in messages: a 10 MB bbox or a 900-level list stays one short line
+_short.maxstring, _short.maxother, _short.maxlevel, _short.maxlist, _short.maxdict = 60, 60, 2, 6, 4
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},:]')
 
 
 @dataclasses.dataclass
@@ -81,8 +89,15 @@ def target_taxonomy(dataset, taxonomy_path=None):
     if not os.path.exists(yaml_path):
         return base
     raw = yd.load_yaml_file(yaml_path)
+    if not isinstance(raw, dict):
+        raise DataError("%s: expected a mapping with names (a dataset's data.yaml)" % yaml_path)
     names = yd.names_from_yaml(raw, yaml_path)
-    categories = {int(k): v for k, v in (raw.get("categories") or {}).items()}
+    categories = raw.get("categories") or {}
+    try:
+        categories = {int(k): v for k, v in categories.items()}
+    except (AttributeError, TypeError, ValueError) as e:
+        raise DataError("%s: categories = %s; expected {class id: category}, e.g. {0: critical}"
+                        % (yaml_path, _short.repr(categories))) from e
     aliases = {c.name: c.aliases for c in base.classes}
     return Taxonomy([TaxonClass(i, n, categories.get(i) if categories.get(i) in CATEGORIES else "general",
                                 tuple(aliases.get(n, ()))) for i, n in enumerate(names)])
@@ -91,79 +106,145 @@ def target_taxonomy(dataset, taxonomy_path=None):
 def check_structure(coco, taxonomy):
     """(images by id, annotations by image id, category map, problems) for the parts of a COCO dict.
 
-    Pure: checks ids, duplicates, references and category names; boxes are checked later against the
-    real image sizes.
+    Pure: checks types, ids, duplicates, references, file names, names and box shapes (boxes meet the
+    image sizes later). images: id -> (index, entry); per_image: id -> [(index, annotation, faultless?)].
     """
     if not isinstance(coco, dict) or not all(isinstance(coco.get(k), list) for k in ("images", "annotations")):
         return {}, {}, {}, [_problem("structure", "not a COCO detection file: needs 'images' and 'annotations' "
                                                   "lists and 'categories'")]
     problems = []
-    images = _check_images(coco["images"], problems)
-    categories = _check_categories(coco.get("categories") or [], taxonomy, problems)
-    per_image = _check_annotations(coco["annotations"], images, categories, taxonomy, problems)
+    images, image_ids = _check_images(coco["images"], problems)
+    categories, category_ids = _check_categories(coco.get("categories", []), taxonomy, problems)
+    per_image = _check_annotations(coco["annotations"], images, image_ids, categories, category_ids, taxonomy,
+                                   problems)
     return images, per_image, categories, problems
 
 
-def _check_images(entries, problems):
-    images, names_seen = {}, {}
-    for i, img in enumerate(entries):
-        if not isinstance(img, dict) or "id" not in img or not img.get("file_name"):
-            problems.append(_problem("structure", "images[%d] lacks 'id' or 'file_name'" % i))
-        elif img["id"] in images:
-            problems.append(_problem("duplicate_image_id", "image id %r is used twice" % (img["id"],)))
-        elif img["file_name"] in names_seen:
-            problems.append(_problem("duplicate_image", "file_name %r is listed twice (ids %r and %r)"
-                                     % (img["file_name"], names_seen[img["file_name"]], img["id"]),
-                                     file_name=img["file_name"]))
+def _is_id(value):
+    """COCO ids are integers; strings are accepted too (some tools write "17")."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _id_faults(at, entry, key, what, seen=None, duplicate_kind=None):
+    """Faults of entry[key] as an id: missing, not an id, or used before (then it joins `seen`)."""
+    if key not in entry:
+        return [("structure", "%s.%s is missing; expected %s" % (at, key, what))]
+    if not _is_id(entry[key]):
+        return [("bad_id", "%s.%s = %s: expected %s" % (at, key, _short.repr(entry[key]), what))]
+    if seen is not None and entry[key] in seen:
+        return [(duplicate_kind, "%s.%s: %r is used twice" % (at, key, entry[key]))]
+    if seen is not None:
+        seen.add(entry[key])
+    return []
+
+
+def _objects(entries, name, needs, problems):
+    """(index, entry) for the objects of a COCO list; each entry that is no object is a problem."""
+    for i, entry in enumerate(entries):
+        if isinstance(entry, dict):
+            yield i, entry
         else:
-            images[img["id"]] = img
-            names_seen[img["file_name"]] = img["id"]
-    return images
+            at = "%s[%d]" % (name, i)
+            problems.append(_problem("structure", "%s = %s: expected an object with %s"
+                                     % (at, _short.repr(entry), needs), at=at))
+
+
+def file_name_fault(name):
+    """Why a COCO file_name cannot name an image inside the images folder, or None."""
+    if not isinstance(name, str) or not name.strip():
+        return "expected the image's path inside the images folder"
+    if any(ord(c) < 32 for c in name):
+        return "holds control characters; expected a plain path"
+    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
+        return "an absolute path; expected a path relative to the images folder"
+    if ".." in name.replace("\\", "/").split("/"):
+        return "climbs out of the images folder ('..'); expected a path inside it"
+    return None
+
+
+def _check_images(entries, problems):
+    """(id -> (index, entry) of the faultless images, every id seen); all faults of each entry are reported."""
+    images, seen_ids, names_seen = {}, set(), {}
+    for i, img in _objects(entries, "images", "id and file_name", problems):
+        at, name = "images[%d]" % i, img.get("file_name")
+        faults = _id_faults(at, img, "id", "an integer image id", seen_ids, "duplicate_image_id")
+        if file_name_fault(name):
+            kind = "bad_file_name" if isinstance(name, str) and name.strip() else "structure"
+            shown = repr(name) if isinstance(name, str) and len(name) < 300 else _short.repr(name)
+            faults.append((kind, "%s.file_name = %s: %s" % (at, shown, file_name_fault(name))))
+        elif name in names_seen:
+            faults.append(("duplicate_image", "%s.file_name %r is listed twice (also %s)"
+                           % (at, name, names_seen[name])))
+        else:
+            names_seen[name] = at
+        faults.extend(("structure", "%s.%s = %s: expected a whole number of pixels"
+                       % (at, key, _short.repr(img[key]))) for key in ("width", "height")
+                      if img.get(key) is not None and not (type(img[key]) is int and img[key] >= 0))
+        where = {"file_name": name} if isinstance(name, str) else {}
+        problems.extend(_problem(kind, message, at=at, **where) for kind, message in faults)
+        if not faults:
+            images[img["id"]] = (i, img)
+    return images, seen_ids
 
 
 def _check_categories(entries, taxonomy, problems):
-    categories = {}
-    for i, cat in enumerate(entries):
-        if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
-            problems.append(_problem("structure", "categories[%d] lacks 'id' or 'name'" % i))
-        elif cat["id"] in categories:
-            problems.append(_problem("duplicate_category_id", "category id %r is used twice" % (cat["id"],)))
-        else:
-            categories[cat["id"]] = {"name": str(cat["name"]), "class_id": taxonomy.map_label(str(cat["name"]))}
-    return categories
+    """(id -> {name, class_id} of the faultless categories, every id seen)."""
+    categories, seen_ids = {}, set()
+    if not isinstance(entries, list):
+        problems.append(_problem("structure", "categories = %s: expected a list of {id, name}"
+                                 % _short.repr(entries), at="categories"))
+        entries = []
+    for i, cat in _objects(entries, "categories", "id and name", problems):
+        at = "categories[%d]" % i
+        faults = _id_faults(at, cat, "id", "an integer category id", seen_ids, "duplicate_category_id")
+        if not isinstance(cat.get("name"), str) or not cat["name"].strip():
+            faults.append(("structure", "%s.name = %s: expected the class name" % (at, _short.repr(cat.get("name")))))
+        problems.extend(_problem(kind, message, at=at) for kind, message in faults)
+        if not faults:
+            categories[cat["id"]] = {"name": cat["name"], "class_id": taxonomy.map_label(cat["name"])}
+    return categories, seen_ids
 
 
-def _check_annotations(entries, images, categories, taxonomy, problems):
+def _check_annotations(entries, images, image_ids, categories, category_ids, taxonomy, problems):
     per_image, ann_ids = collections.defaultdict(list), set()
-    for i, ann in enumerate(entries):
-        if not isinstance(ann, dict) or "id" not in ann:
-            problems.append(_problem("structure", "annotations[%d] has no 'id'" % i))
-            continue
-        aid = ann["id"]
-        if aid in ann_ids:
-            problems.append(_problem("duplicate_annotation_id", "annotation id %r is used twice" % (aid,),
-                                     annotation_id=aid))
-            continue
-        ann_ids.add(aid)
-        if ann.get("image_id") not in images:
-            problems.append(_problem("unknown_image", "annotation %r refers to image id %r, which is not listed"
-                                     % (aid, ann.get("image_id")), annotation_id=aid))
-            continue
-        file_name = images[ann["image_id"]]["file_name"]
-        cat = categories.get(ann.get("category_id"))
-        where = {"annotation_id": aid, "file_name": file_name}
-        if cat is None:
-            problems.append(_problem("unknown_category", "annotation %r on %s has category_id %r, not in categories"
-                                     % (aid, file_name, ann.get("category_id")), **where))
-        elif cat["class_id"] is None:
-            problems.append(_problem("unknown_category", "annotation %r on %s has category %r, which is not a class "
-                                     "of the dataset (%s)" % (aid, file_name, cat["name"], ", ".join(taxonomy.names)),
-                                     **where))
-        elif ann.get("iscrowd", 0):
-            problems.append(_problem("crowd", "annotation %r on %s is a crowd region; draw one box per animal"
-                                     % (aid, file_name), **where))
-        per_image[ann["image_id"]].append(ann)   # its box is still checked, so every problem is named
+    for i, ann in _objects(entries, "annotations", "id, image_id, category_id and bbox", problems):
+        at = "annotations[%d]" % i
+        image = images.get(ann["image_id"]) if _is_id(ann.get("image_id")) else None
+        on = " on %s" % image[1]["file_name"] if image else ""
+        faults = _id_faults(at, ann, "id", "an integer annotation id", ann_ids, "duplicate_annotation_id")
+        faults += _id_faults(at, ann, "image_id", "the id of a listed image") or [
+            ("unknown_image", "%s.image_id = %r: no image has this id" % (at, ann["image_id"]))
+            for _ in [0] if ann["image_id"] not in image_ids]   # a listed but faulty image is a problem already
+        faults += _id_faults(at, ann, "category_id", "the id of a listed category") or _category_faults(
+            at, on, ann["category_id"], categories, category_ids, taxonomy)
+        if ann.get("iscrowd", 0):
+            faults.append(("crowd", "%s%s is a crowd region; draw one box per animal" % (at, on)))
+        box_kind = check_box(ann.get("bbox"), math.inf, math.inf)[1]
+        if box_kind:
+            faults.append((box_kind, "%s.bbox = %s%s: %s" % (at, _short.repr(ann.get("bbox")), on,
+                                                              BOX_FAULTS[box_kind])))
+        where = dict({"file_name": image[1]["file_name"]} if image else {}, at=at)
+        if _is_id(ann.get("id")):
+            where["annotation_id"] = ann["id"]
+        problems.extend(_problem(kind, message, **where) for kind, message in faults)
+        if image is not None:   # its box is still checked against the image, so every problem is named
+            per_image[ann["image_id"]].append((i, ann, not faults))
     return per_image
+
+
+def _category_faults(at, on, category_id, categories, category_ids, taxonomy):
+    if category_id not in categories:   # one listed but faulty is a problem already
+        return [] if category_id in category_ids else [
+            ("unknown_category", "%s.category_id = %r%s: not in categories" % (at, category_id, on))]
+    if categories[category_id]["class_id"] is None:
+        return [("unknown_category", "%s%s has category %r, which is not a class of the dataset (%s)"
+                 % (at, on, categories[category_id]["name"], ", ".join(taxonomy.names)))]
+    return []
+
+
+BOX_FAULTS = {"malformed_box": "expected [x, y, width, height], four finite numbers",
+              "degenerate_box": "expected width and height of at least %g px" % MIN_SIDE_PX,
+              "box_outside_image": "the box lies outside the image (more than %g px)" % CLIP_TOL_PX}
 
 
 def check_box(bbox, width, height, tol_px=CLIP_TOL_PX):
@@ -198,17 +279,28 @@ def _find_image(images_dir, file_name, by_basename):
     return by_basename.get(os.path.basename(file_name))
 
 
+def _inside(path, folder):
+    """Whether path, symlinks resolved, lies inside folder (symlinks resolved too)."""
+    real, root = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([real, root]) == root
+
+
 def dataset_name(file_name):
     """The flat name an image gets in the dataset: sub-folders joined with '__'."""
     return "__".join(p for p in file_name.replace("\\", "/").split("/") if p)
 
 
-def _check_image(img, images_dir, by_basename, package_listing, dataset):
-    """(path, (width, height), problems) for one listed image."""
+def _check_image(img, at, images_dir, by_basename, package_listing, dataset):
+    """(path, (width, height), problems) for one listed image (`at`: where it is listed, e.g. images[3])."""
     name = img["file_name"]
     path = _find_image(images_dir, name, by_basename) if images_dir else None
     if path is None:
-        return None, None, [_problem("missing_image", "image %s is not under %s" % (name, images_dir), file_name=name)]
+        return None, None, [_problem("missing_image", "%s: image %s is not under %s" % (at, name, images_dir),
+                                     file_name=name, at=at)]
+    if not _inside(path, images_dir):
+        return None, None, [_problem("outside_images_folder", "%s.file_name %r resolves to %s, outside the images "
+                                     "folder %s (a symlink?); copy the image into it"
+                                     % (at, name, os.path.realpath(path), images_dir), file_name=name, at=at)]
     try:
         width, height, _ = inspect_image(path)
     except DataError as e:
@@ -239,22 +331,27 @@ def build_records(coco, images_dir, dataset, taxonomy, package_listing=None, ori
     images, per_image, categories, problems = check_structure(coco, taxonomy)
     by_basename = {os.path.basename(p): p for p in yd.list_images(images_dir)} if images_dir else {}
     records, counts = [], collections.Counter()
-    for image_id, img in images.items():
-        path, size, image_problems = _check_image(img, images_dir, by_basename, package_listing, dataset)
+    for image_id, (index, img) in images.items():
+        path, size, image_problems = _check_image(img, "images[%d]" % index, images_dir, by_basename,
+                                                  package_listing, dataset)
         problems.extend(image_problems)
         if size is None:
             continue
         boxes, ids = [], []
-        for ann in per_image.get(image_id, []):
-            xyxy, kind, clipped = check_box(ann.get("bbox"), *size)
+        for ann_index, ann, usable in per_image.get(image_id, []):
+            if check_box(ann.get("bbox"), math.inf, math.inf)[1]:
+                continue   # a malformed box is a problem already
+            xyxy, kind, clipped = check_box(ann["bbox"], *size)
             if kind:
-                problems.append(_problem(kind, "annotation %r on %s: bbox %r on a %dx%d image"
-                                         % (ann["id"], img["file_name"], ann.get("bbox"), size[0], size[1]),
-                                         annotation_id=ann["id"], file_name=img["file_name"]))
+                at = "annotations[%d].bbox" % ann_index
+                problems.append(_problem(kind, "%s = %s on %s: %s (a %dx%d image)"
+                                         % (at, _short.repr(ann["bbox"]), img["file_name"], BOX_FAULTS[kind],
+                                            size[0], size[1]),
+                                         annotation_id=ann["id"], file_name=img["file_name"], at=at))
                 continue
-            class_id = categories.get(ann.get("category_id"), {}).get("class_id")
-            if class_id is None or ann.get("iscrowd", 0):
+            if not usable:
                 continue   # already a problem: nothing will be merged
+            class_id = categories[ann["category_id"]]["class_id"]
             counts["clipped"] += int(clipped)
             boxes.append(xyxy)
             ids.append(class_id)
@@ -265,36 +362,69 @@ def build_records(coco, images_dir, dataset, taxonomy, package_listing=None, ori
         records.append(yd.Record(dataset_name(img["file_name"]), path, np.asarray(ids, np.int32),
                                  xyxy_abs_to_xywhn(np.asarray(boxes, np.float64).reshape(-1, 4), *size), meta))
     fields = {"images": len(images), "annotations": counts["annotations"], "backgrounds": counts["backgrounds"],
-              "clipped_boxes": counts["clipped"],
-              "category_map": {str(k): v for k, v in categories.items()}}
+              "clipped_boxes": counts["clipped"], "category_map": {str(k): v for k, v in categories.items()}}
     return records, fields, problems
+
+
+def read_coco(path):
+    """(COCO dict, None), or (None, a problem naming where) when it nests too deeply to read; DataError else."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        return json.loads(text), None
+    except RecursionError:
+        pass    # text is read: find where it nests too deeply, outside the except so the stack is unwound
+    except (OSError, ValueError) as e:  # ValueError: bad JSON or not UTF-8
+        raise DataError("cannot read COCO file %s: %s; expected the COCO JSON the annotation tool exported"
+                        % (path, e)) from e
+    where = nesting_path(text, MAX_JSON_DEPTH)
+    return None, _problem("too_deep", "%s nests more than %d levels deep (a COCO file is 5): export the "
+                                      "annotations again" % (where or "the file", MAX_JSON_DEPTH), at=where)
+
+
+def nesting_path(text, limit):
+    """Where JSON text first nests deeper than `limit` ('annotations[3].segmentation[0]...'), by a token scan."""
+    stack, expect_key = [], False   # per open list: its item index (int); per open object: its key (str)
+    for token in (m.group() for m in _JSON_TOKEN.finditer(text)):
+        if token in "[{" and len(stack) >= limit:
+            shown = "".join("[%d]" % k if isinstance(k, int) else ".%s" % k for k in stack[:6]).lstrip(".")
+            return (shown or "$") + ("... (%d levels)" % len(stack) if len(stack) > 6 else "")
+        if token in "[{":
+            stack.append(0 if token == "[" else "")
+        elif token in "]}" and stack:
+            stack.pop()
+        elif token == "," and stack:
+            stack[-1] = stack[-1] + 1 if isinstance(stack[-1], int) else stack[-1]
+        elif expect_key:
+            stack[-1] = token[1:-1]
+        expect_key = token in "{," and bool(stack) and isinstance(stack[-1], str)
+    return None
 
 
 def import_vendor(coco_path, images_dir, dataset, package=None, taxonomy_path=None):
     """Validate a returned COCO file and merge it into the dataset only when nothing is wrong."""
     from trainer.active.package import extract_images, read_package
 
-    try:
-        with open(coco_path) as f:
-            coco = json.load(f)
-    except (OSError, ValueError) as e:
-        raise DataError("cannot read COCO file %s: %s" % (coco_path, e)) from e
+    coco, too_deep = read_coco(coco_path)
+    if os.path.isfile(dataset):
+        raise DataError("--into %s is a file; expected a dataset folder" % dataset)
     taxonomy = target_taxonomy(dataset, taxonomy_path)
-    listing = None
+    listing = scratch = None
     report = VendorImportReport(os.path.abspath(coco_path), images_dir and os.path.abspath(images_dir),
                                 os.path.abspath(dataset), package and os.path.abspath(package))
-    scratch = None
     if package:
         manifest, _ = read_package(package)
         listing = {e["file_name"]: e for e in manifest["images"]}
         if not images_dir:  # the images the vendor saw are the package's own
             scratch = tempfile.TemporaryDirectory(prefix="reefwatch-vendor-")
             images_dir = extract_images(package, scratch.name)
-    if not images_dir:
-        raise DataError("pass --images (the folder of annotated images) or --package to read them from")
+    if not images_dir or not os.path.isdir(images_dir):
+        raise DataError("pass --images (the folder of annotated images, %s) or --package to read them from"
+                        % ("not given" if not images_dir else "%s does not exist" % images_dir))
     try:
         records, fields, report.problems = build_records(coco, images_dir, dataset, taxonomy, listing,
                                                          origin=os.path.basename(coco_path))
+        report.problems = [too_deep] if too_deep else report.problems
         for key, value in fields.items():
             setattr(report, key, value)
         if report.ok:
@@ -312,7 +442,8 @@ def write_report(report, folder, stem):
     paths = [os.path.join(folder, stem + ".json"), os.path.join(folder, stem + ".txt")]
     for path, text in zip(paths, (json.dumps(report.to_dict(), indent=1, default=str), report.to_text())):
         tmp = path + ".tmp"
-        with open(tmp, "w") as f:
+        # backslashreplace: a file name that is not UTF-8 (surrogate-escaped bytes) is written as \udcNN.
+        with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as f:
             f.write(text)
         os.replace(tmp, path)
     return paths
