@@ -7,16 +7,121 @@ that key, after `--set`. So precedence is: defaults < file < --set < flags.
 
 A stage plugs in with one COMMANDS entry: name -> (add_arguments, run), where
 add_arguments(parser) declares its flags and run(config, args) -> result does
-the work. Errors raised on purpose (TrainerError, EdgeError) become one line on
-stderr and exit code 2; success returns 0.
+the work. Errors raised on purpose (TrainerError, EdgeError) and bad arguments
+become one line on stderr and exit code 2; success returns 0. Path flags are
+checked as they are parsed (`existing_file`, `output_folder`, ...), so a
+missing input or a file where a folder belongs is refused before work starts.
 """
 import argparse
 import logging
+import math
+import os
 import sys
 
-from trainer.errors import TrainerError
+from trainer.errors import ConfigError, TrainerError
 
 log = logging.getLogger(__name__)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line naming the bad argument (the usage is behind --help)."""
+
+    def error(self, message):
+        self.exit(2, printable("%s: error: %s (see %s --help)\n" % (self.prog, one_line(message), self.prog)))
+
+
+def one_line(text):
+    """Text on one line: YAML and ONNX Runtime messages span several."""
+    return " ".join(str(text).split())
+
+
+def printable(text):
+    """Text any UTF-8 stream can take: undecodable file-name bytes (surrogate-escaped) shown as \\xNN."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte, e.g. from a JSON "\\ud800"
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+# argparse `type=` checks. Each returns the text unchanged or raises ArgumentTypeError, which argparse
+# reports as "argument --flag: <message>".
+
+def _kind(path):
+    return "folder" if os.path.isdir(path) else "file" if os.path.exists(path) else None
+
+
+def existing_file(what):
+    def check(text):
+        kind = _kind(text)
+        if kind != "file":
+            raise argparse.ArgumentTypeError("%s %s; expected %s" % (
+                text, "is a folder" if kind else "does not exist", what))
+        return text
+    return check
+
+
+def existing_folder(what):
+    def check(text):
+        kind = _kind(text)
+        if kind != "folder":
+            raise argparse.ArgumentTypeError("%s %s; expected %s" % (
+                text, "is a file" if kind else "does not exist", what))
+        return text
+    return check
+
+
+def existing_path(what):
+    def check(text):
+        if _kind(text) is None:
+            raise argparse.ArgumentTypeError("%s does not exist; expected %s" % (text, what))
+        return text
+    return check
+
+
+def output_problem(path, kind):
+    """Why `path` cannot become an output of `kind` ('folder' or 'file'), or None when it can."""
+    if _kind(path) not in (None, kind):
+        return "%s is a %s; expected a %s (or a new name)" % (path, _kind(path), kind)
+    parent = os.path.dirname(os.path.abspath(path))
+    while _kind(parent) is None:    # folders get created; a file on the way blocks them
+        parent = os.path.dirname(parent)
+    if _kind(parent) != "folder":
+        return "%s cannot be created: %s is a file" % (path, parent)
+    return None
+
+
+def output_folder(text):
+    problem = output_problem(text, "folder")
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def output_file(text):
+    """A file to write whose folder already exists (nothing is created on the way)."""
+    problem = output_problem(text, "file")
+    if problem is None and not os.path.isdir(os.path.dirname(os.path.abspath(text))):
+        problem = "folder %s does not exist; create it first" % os.path.dirname(os.path.abspath(text))
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def number(kind, low=None, high=None, low_exclusive=False):
+    """A finite int or float within [low, high] (low excluded when low_exclusive)."""
+    def check(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not %s" % (text, "an integer" if kind is int else "a number"))
+        too_low = low is not None and (value < low or (low_exclusive and value == low))
+        if not math.isfinite(value) or too_low or (high is not None and value > high):
+            bounds = [("> %s" if low_exclusive else ">= %s") % low if low is not None else None,
+                      "<= %s" % high if high is not None else None]
+            raise argparse.ArgumentTypeError(("%s: expected a finite number %s" % (
+                text, " and ".join(b for b in bounds if b))).rstrip())
+        return value
+    return check
 
 
 def _add_synth(parser):
@@ -39,8 +144,9 @@ def _add_synth(parser):
 def _run_synth(config, args):
     from trainer.data.synth import run_synth
 
+    _check_output(config.synth.out_dir, "synth.out_dir (--out)")
     path = run_synth(config, progress=True)
-    print("wrote %s" % path)
+    print(printable("wrote %s" % path))
     return path
 
 
@@ -57,8 +163,9 @@ def _run_data(config, args):
 
 
 def _add_ssl(parser):
-    parser.add_argument("--images", required=True, help="folder (recursive) or list file of unlabelled images")
-    parser.add_argument("--out", required=True, help="output folder: checkpoints, backbone.pt, log")
+    parser.add_argument("--images", required=True, type=existing_path("a folder of images or a list file"),
+                        help="folder (recursive) or list file of unlabelled images")
+    parser.add_argument("--out", required=True, type=output_folder, help="output folder: checkpoints, backbone.pt, log")
     parser.add_argument("--epochs", dest="ssl.epochs", type=int, help="default: ssl.epochs")
     parser.add_argument("--model", dest="ssl.model", help="YOLO model yaml whose backbone is pretrained")
     parser.add_argument("--no-resume", action="store_true", help="start over instead of resuming")
@@ -70,14 +177,15 @@ def _run_ssl(config, args):
 
     save_config(config, _beside(args.out, "training_config.yaml"))
     result = run_ssl(config.ssl, config.general, args.images, args.out, resume=not args.no_resume)
-    print("ssl: %d epochs, last loss %.4f; backbone %s (transfer report %s)"
-          % (result.epochs_done, result.last_loss, result.backbone_path, result.transfer_report_path))
+    print(printable("ssl: %d epochs, last loss %.4f; backbone %s (transfer report %s)"
+                    % (result.epochs_done, result.last_loss, result.backbone_path, result.transfer_report_path)))
     return result
 
 
 def _add_baseline(parser):
-    parser.add_argument("--data", required=True, help="dataset data.yaml")
-    parser.add_argument("--out", required=True, help="output folder: weights and metrics.json")
+    parser.add_argument("--data", required=True, type=existing_file("a dataset's data.yaml"),
+                        help="dataset data.yaml")
+    parser.add_argument("--out", required=True, type=output_folder, help="output folder: weights and metrics.json")
     parser.add_argument("--ssl-backbone", dest="baseline.ssl_backbone", help="backbone.pt (or the ssl output folder)")
     parser.add_argument("--epochs", dest="baseline.epochs", type=int, help="default: baseline.epochs")
     parser.add_argument("--model", dest="baseline.model", help="YOLO model yaml, e.g. yolov8m.yaml")
@@ -89,11 +197,15 @@ def _run_baseline(config, args):
     from trainer.config import save_config
     from trainer.stages.baseline import run_baseline
 
+    backbone = config.baseline.ssl_backbone
+    if backbone and not os.path.exists(backbone):
+        raise ConfigError("baseline.ssl_backbone (--ssl-backbone) %s does not exist; expected the backbone.pt "
+                          "or the output folder of `trainer ssl`" % backbone)
     save_config(config, _beside(args.out, "training_config.yaml"))
     result = run_baseline(config.baseline, config.general, args.data, args.out, resume=not args.no_resume)
-    print("baseline: mAP50 %.4f, mAP50-95 %.4f; weights %s; metrics %s" % (
+    print(printable("baseline: mAP50 %.4f, mAP50-95 %.4f; weights %s; metrics %s" % (
         result.metrics.get("mAP50", float("nan")), result.metrics.get("mAP50-95", float("nan")),
-        result.weights, result.metrics_path))
+        result.weights, result.metrics_path)))
     return result
 
 
@@ -109,9 +221,13 @@ def _run_active(config, args):
     return run_active(args, config)
 
 
-def _beside(folder, name):
-    import os
+def _check_output(folder, where):
+    problem = output_problem(folder, "folder")
+    if problem:
+        raise ConfigError("%s: %s" % (where, problem))
 
+
+def _beside(folder, name):
     os.makedirs(folder, exist_ok=True)
     return os.path.join(folder, name)
 
@@ -128,7 +244,7 @@ COMMANDS = {
 
 def build_parser(commands=None):
     commands = COMMANDS if commands is None else commands
-    parser = argparse.ArgumentParser(prog="reefwatch-train", description="ReefWatch training pipeline")
+    parser = OneLineParser(prog="reefwatch-train", description="ReefWatch training pipeline")
     parser.add_argument("--config", metavar="YAML", default=None,
                         help="training_config.yaml to read (default: built-in defaults, "
                              "see trainer/configs/training_config.yaml)")
@@ -168,7 +284,7 @@ def main(argv=None, commands=None):
         config = load_config(args.config, list(args.overrides) + flag_overrides(args))
         result = commands[args.command][1](config, args)
     except (TrainerError, EdgeError) as e:
-        print("reefwatch-train %s: error: %s" % (args.command, e), file=sys.stderr)
+        print(printable("reefwatch-train %s: error: %s" % (args.command, one_line(e))), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("reefwatch-train %s: interrupted" % args.command, file=sys.stderr)

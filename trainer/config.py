@@ -10,7 +10,10 @@ Fields marked `inherit=True` that are left null take the value of the
 same-named key in `general` when the config is loaded (e.g. ssl.batch_size).
 """
 import dataclasses
+import math
+import os
 import re
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from typing import Optional
@@ -20,19 +23,27 @@ import yaml
 from trainer.errors import ConfigError
 
 
-def spec(default, *, min=None, max=None, choices=None, inherit=False, min_exclusive=False, regex=False):
-    """A dataclass field with its validation rules kept in metadata."""
+SEED_MAX = 2 ** 32 - 1   # ssl seeds torch generators with seed * 1000003 + epoch, which must stay in 64 bits
+# "cpu", "mps", "cuda", "cuda:1", "0" or "0,1"; empty: the first GPU when there is one.
+DEVICE = (r"(?i)\s*(|cpu|mps|cuda(:\d+)?|\d+(\s*,\s*\d+)*)\s*", "cpu, mps, cuda:N or GPU ids like 0 or 0,1")
+_short = reprlib.Repr()
+_short.maxstring, _short.maxother, _short.maxlevel = 80, 80, 3
+
+
+def spec(default, *, min=None, max=None, choices=None, inherit=False, min_exclusive=False, regex=False,
+         pattern=None):
+    """A dataclass field with its validation rules in metadata (pattern: (regex to match, what it means))."""
     rules = {"min": min, "max": max, "choices": choices, "inherit": inherit,
-             "min_exclusive": min_exclusive, "regex": regex}
+             "min_exclusive": min_exclusive, "regex": regex, "pattern": pattern}
     return field(default=default, metadata=rules)
 
 
 @dataclass(frozen=True)
 class GeneralConfig:
-    device: str = spec("cpu")                      # "cpu", "0", "0,1", "cuda:0", "mps"
+    device: str = spec("cpu", pattern=DEVICE)    # "cpu", "0", "0,1", "cuda:0", "mps"
     batch_size: int = spec(16, min=1)
     num_workers: int = spec(2, min=0)
-    seed: int = spec(0, min=0)
+    seed: int = spec(0, min=0, max=SEED_MAX)
     imgsz: int = spec(640, min=32)
     output_dir: str = spec("runs")
 
@@ -60,7 +71,7 @@ class SynthConfig:
     out_dir: str = spec("data/synth")
     images: int = spec(1000, min=0)
     classes: int = spec(36, min=1)
-    seed: Optional[int] = spec(None, min=0, inherit=True)
+    seed: Optional[int] = spec(None, min=0, max=SEED_MAX, inherit=True)
     imgsz: int = spec(320, min=32)
     background_fraction: float = spec(0.1, min=0.0, max=1.0)
     val_fraction: float = spec(0.2, min=0.0, max=1.0)
@@ -155,7 +166,10 @@ def _check_type(where, value, annotation):
         str: isinstance(value, str),
     }[annotation]
     if not ok:
-        raise ConfigError("%s = %r: expected %s, got %s" % (where, value, annotation.__name__, type(value).__name__))
+        raise ConfigError("%s = %s: expected %s, got %s"
+                          % (where, _short.repr(value), annotation.__name__, type(value).__name__))
+    if annotation is float and not math.isfinite(value):
+        raise ConfigError("%s = %r: expected a finite number" % (where, value))
     return float(value) if annotation is float else value
 
 
@@ -167,6 +181,8 @@ def _check_rules(where, value, rules):
         raise ConfigError("%s = %r: expected a value %s %s" % (where, value, ">" if rules["min_exclusive"] else ">=", low))
     if high is not None and value > high:
         raise ConfigError("%s = %r: expected a value <= %s" % (where, value, high))
+    if rules["pattern"] is not None and not re.fullmatch(rules["pattern"][0], value):
+        raise ConfigError("%s = %r: expected %s" % (where, value, rules["pattern"][1]))
     if rules["choices"] is not None and value not in rules["choices"]:
         raise ConfigError("%s = %r: expected one of %s" % (where, value, ", ".join(rules["choices"])))
     if rules["regex"]:
@@ -208,21 +224,44 @@ def parse_override(text):
     section, dot, key = name.strip().partition(".")
     if not sep or not dot or not section or not key:
         raise ConfigError("override %r: expected section.key=value, e.g. ssl.epochs=5" % text)
+    shown = "%s=%s" % (name, _short.repr(raw))
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as e:
-        raise ConfigError("override %r: value is not valid YAML (%s)" % (text, e)) from e
+        raise ConfigError("override %s: value is not valid YAML (%s)" % (shown, yaml_problem(e))) from e
+    except RecursionError as e:
+        raise ConfigError("override %s: value is nested too deeply; expected a plain value" % shown) from e
+    except ValueError as e:     # PyYAML's int() refuses more than 4,300 digits
+        raise ConfigError("override %s: a number too long to read; expected a value in range" % shown) from e
     return section, key, value
 
 
+def yaml_problem(error):
+    """A PyYAML error on one line: where and what ("line 2, column 7: expected ',' or ']'")."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error)
+    where = "line %d, column %d: " % (mark.line + 1, mark.column + 1) if mark is not None else ""
+    return where + " ".join(str(problem).split())
+
+
 def _read_yaml(path):
+    if os.path.isdir(path):
+        raise ConfigError("config file %s is a folder; expected a training_config.yaml file" % path)
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             raw = yaml.safe_load(f)
     except OSError as e:
         raise ConfigError("cannot read config file %s: %s" % (path, e.strerror or e)) from e
+    except UnicodeDecodeError as e:
+        raise ConfigError("config file %s is not UTF-8 text (byte 0x%02x at offset %d); save it as UTF-8"
+                          % (path, e.object[e.start], e.start)) from e
     except yaml.YAMLError as e:
-        raise ConfigError("config file %s is not valid YAML: %s" % (path, e)) from e
+        raise ConfigError("config file %s is not valid YAML: %s" % (path, yaml_problem(e))) from e
+    except ValueError as e:     # PyYAML's int() refuses more than 4,300 digits
+        raise ConfigError("config file %s holds a number too long to read (%s); expected values in range"
+                          % (path, str(e).split(":")[0])) from e
+    except RecursionError as e:
+        raise ConfigError("config file %s is nested too deeply; expected section: {key: value}" % path) from e
     if raw is None:
         return {}
     if not isinstance(raw, dict):
