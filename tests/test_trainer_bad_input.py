@@ -90,6 +90,9 @@ def inputs(tmp_path_factory):
     os.makedirs(str(root / "pool"))
     p["pool"] = str(root / "pool")
     assert cv2.imwrite(str(root / "pool" / "frame.png"), np.full((8, 8, 3), 90, np.uint8))
+    p["coco_list_ids"] = _write(str(root / "list_ids.json"), json.dumps(
+        {"images": [{"id": [1], "file_name": "a.jpg"}], "annotations": [{"id": 1, "image_id": [1]}],
+         "categories": [{"id": 1, "name": "wrasse"}]}))
     p["coco_ok"] = _write(str(root / "ok.json"), json.dumps({"images": [], "annotations": [], "categories": []}))
     return p
 
@@ -177,6 +180,8 @@ CASES = [
      "cannot read COCO file", None),
     ("import-coco-deeply-nested", ["data", "import", "--format", "coco", "--src", "{deep_json}", "--out",
                                    "{tmp}/d"], "deep", "trainer/data/importers_coco.py"),
+    ("import-coco-list-ids", ["data", "import", "--format", "coco", "--src", "{coco_list_ids}", "--out",
+                              "{tmp}/d"], "image_id", "trainer/data/importers_coco.py"),
     ("import-yolo-empty-folder", ["data", "import", "--format", "yolo", "--src", "{empty}", "--out", "{tmp}/d"],
      "data.yaml", None),
     ("import-yolo-garbage-yaml", ["data", "import", "--format", "yolo", "--src", "{garbage_yaml}", "--out",
