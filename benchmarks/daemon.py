@@ -20,7 +20,8 @@ import time
 from benchmarks.common import load_images, machine_facts, write_json
 from edge.bundle import load_bundle
 from edge.config import load_edge_config
-from edge.daemon import Daemon, open_pipeline_factory, source_factory_for
+from edge.daemon import Daemon, source_factory_for
+from edge.daemon_reload import open_pipeline_factory
 from edge.images import list_images
 from edge.pipeline import Pipeline
 from edge.power.auto import MeterOptions, meter_names, open_meter

@@ -31,10 +31,10 @@ row stop the daemon (DaemonError), and the frame is kept (the last
 Control is by flags checked between frames: `request_stop()` (stop taking
 frames; the one in flight finishes) and `request_reload()` (load, verify and
 open the bundle again; on failure keep the old pipeline). Both are safe from
-signal handlers and other threads. A reloaded bundle is on probation: the
-old pipeline stays open until a frame succeeds on the new one; if the first
-`reload_probation_frames` attempts on it all fail with a model fault, the
-daemon rolls back to the old one, logs why, and runs those frames again.
+signal handlers and other threads. A reloaded bundle is on probation: if the
+first `reload_probation_frames` attempts on it all fail with a model fault,
+the daemon rolls back to the old one and runs those frames again (which
+bundle serves, probation, rollback, kept frames: edge.daemon_reload).
 """
 import collections
 import contextlib
@@ -43,12 +43,12 @@ import threading
 import time
 
 from edge.crops import CropStore
-from edge.energy import DeploymentProfile, Governor
+from edge.daemon_reload import ServingBundle, open_pipeline_factory  # edge.serve imports the factory from here
 from edge.errors import BackendError, ConfigError, DaemonError, DecodeError, FrameError  # DaemonError: old home
+from edge.governor import Governor, restore_from_store
 from edge.http import EdgeHttpServer, LiveStatus
 from edge.power.sampler import PowerSampler
-from edge.profiles import CASCADE, CASCADE_ESCALATION, CASCADE_FIRST, parse_label, run_profile, \
-    settings_from_config, stages_of
+from edge.profiles import CASCADE, CASCADE_ESCALATION, CASCADE_FIRST, parse_label, run_profile, stages_of
 from edge.store import Store, StoreError
 
 logger = logging.getLogger(__name__)
@@ -60,9 +60,6 @@ SKIP_COUNTERS = collections.OrderedDict((("skipped_corrupt", "corrupt"), ("skipp
 # frames == processed - retried + skipped_corrupt + skipped_budget + failed
 COUNTERS = ("frames", "processed", "skipped_corrupt", "skipped_budget", "failed", "retried", "escalated", "probes",
             "reloads", "reload_failures", "rollbacks", "detections")
-
-# One opened bundle: its pipeline, cascade settings, deployment profile (and where each value came from).
-Loaded = collections.namedtuple("Loaded", "pipeline cascade deployment origin generation")
 
 
 class _NoNotifier(object):
@@ -79,21 +76,6 @@ class _NoNotifier(object):
 
     def status(self, text):
         return False
-
-
-def open_pipeline_factory(backend="auto", **options):
-    """pipeline_factory(bundle_path) -> Pipeline: load and verify the bundle, open every backend."""
-    def factory(path):
-        from edge.bundle import load_bundle
-        from edge.pipeline import Pipeline
-
-        return Pipeline.open(load_bundle(path), backend=backend, **options)
-    return factory
-
-
-def bundle_deployment(bundle):
-    """The bundle's DeploymentProfile, or None (none in its manifest, or a bundle object without one)."""
-    return getattr(bundle, "deployment", None)
 
 
 def source_factory_for(config, watch=True, clock=time.time):
@@ -144,18 +126,16 @@ class Daemon(object):
         self.measure_idle_s = float(measure_idle_s)
         self.max_failures = int(max_failures)
         self.reload_probation_frames = int(reload_probation_frames)
+        self.counters = collections.OrderedDict((name, 0) for name in COUNTERS)
+        # A probation longer than max_failures would stop the daemon before it could roll back.
+        self.bundles = ServingBundle(config, self.pipeline_factory, self.counters,
+                                     min(self.reload_probation_frames, self.max_failures), retry_frames)
         self.store_check = store_check
         fixed = config.profile != "auto"
         self.profiles = (config.profile,) if fixed else tuple(config.profiles)
         self.status = LiveStatus(self.profiles, clock=monotonic)
-        self.counters = collections.OrderedDict((name, 0) for name in COUNTERS)
         self.by_label = collections.Counter()
         self.http = self.store = self.crops = self.sampler = self.governor = None
-        self._current = self._previous = None  # Loaded; _previous is the last good one while a reload is on probation
-        self._generation = 0
-        self._retry = collections.deque(maxlen=int(retry_frames))  # (frame, generations it failed on)
-        self._retrying = False
-        self._probation_failures = 0
         self._stop = threading.Event()
         self._reload_requested = False
         self._credit = 0.0
@@ -180,12 +160,13 @@ class Daemon(object):
 
     @property
     def pipeline(self):
-        return None if self._current is None else self._current.pipeline
+        return self.bundles.pipeline
 
     @property
     def interval_s(self):
         """Seconds between frames: the deployment's capture interval, else (frames_per_day) config.interval_s."""
-        deployment = None if self._current is None else self._current.deployment
+        current = self.bundles.current
+        deployment = None if current is None else current.deployment
         if deployment is None or deployment.capture_interval_s is None:
             return self.config.interval_s
         return deployment.capture_interval_s
@@ -212,16 +193,15 @@ class Daemon(object):
         self.store = Store(config.store_path, synchronous=config.store_synchronous, check=self.store_check)
         stack.callback(self.store.close)
         self.crops = CropStore(config.crops_dir, config.crops_max_bytes, config.min_free_bytes)
-        self._current = self._load_pipeline()
-        stack.callback(self._close_pipelines)  # whichever pipelines are open at exit
-        self._log_bundle("bundle", self._current)
+        stack.callback(self.bundles.close)  # whichever pipelines are open at exit
+        self.bundles.open()
         self.sampler = stack.enter_context(PowerSampler(self.meter, self.sampler_interval_s, clock=self.monotonic))
         self._log_meter()
         # Waiting for a sample past each window's end is free when frames are paced far apart.
         self._wait_for_sample = self.pace and self.interval_s >= 2.0 * self.sampler_interval_s
-        self.governor = Governor(self._current.deployment, profiles=self.profiles,
+        self.governor = Governor(self.bundles.current.deployment, profiles=self.profiles,
                                  escalation_prior=config.escalation_prior, clock=self.clock)
-        self._restore_governor()
+        restore_from_store(self.governor, self.store, self.clock())
         address = config.http_host_port
         if address is not None:
             self.http = EdgeHttpServer(self.status, detections=self.store.detections_since, host=address[0],
@@ -258,56 +238,6 @@ class Daemon(object):
         if done:
             logger.info("resuming %s: %d files already in the store are skipped", source.name, len(done))
 
-    def _restore_governor(self):
-        """Per-profile energy and the escalation rate from recent frames, today's spend from the store's totals."""
-        recent = list(reversed(self.store.frame_rows(limit=1000)))  # oldest first
-        labelled, unknown = [], collections.Counter()
-        for row in recent:
-            if row["status"] != "ok":
-                continue
-            try:
-                labelled.append(parse_label(row["profile"]) + (row,))
-            except ConfigError:  # written by another version: not evidence for this governor
-                unknown[row["profile"]] += 1
-        if unknown:
-            logger.warning("ignored stored frames with unknown profile labels: %s", dict(unknown))
-        rows = [r for p, _, r in labelled if p != CASCADE and r["energy_j"] is not None][-200:]
-        for row in rows:
-            self.governor.observe(row["profile"], row["energy_j"], row["latency_s"], t_unix_s=row["t_unix_s"])
-        cascade = [stage == CASCADE_ESCALATION for p, stage, _ in labelled if p == CASCADE]
-        self.governor.restore_escalations(cascade)
-        now = self.clock()
-        totals = self.store.today_totals(now)
-        self.governor.restore_spent(totals["energy_j"], totals["latency_s"], t_unix_s=now)
-        logger.info("restored from store: %d frames today, %.3f Wh spent, energy of %d recent frames, "
-                    "escalation rate %.2f over %d cascade frames", totals["frames"], totals["energy_j"] / 3600.0,
-                    len(rows), self.governor.escalation_rate, len(cascade))
-
-    def _load_pipeline(self):
-        """Loaded: a new pipeline for config.bundle, its cascade settings and deployment; closed again on failure."""
-        pipeline = self.pipeline_factory(self.config.bundle)
-        try:
-            cascade = settings_from_config(pipeline.bundle, self.config)
-            deployment, origin = self.config.resolve_deployment(bundle_deployment(pipeline.bundle))
-            deployment.check_budget()
-        except BaseException:
-            pipeline.close()
-            raise
-        self._generation += 1
-        return Loaded(pipeline, cascade, deployment, origin, self._generation)
-
-    def _log_bundle(self, what, loaded):
-        bundle = loaded.pipeline.bundle
-        logger.info("%s %s: models %s", what, bundle.root, [m.name for m in bundle.models])
-        logger.info("deployment profile: %s", ", ".join(
-            "%s=%s (%s)" % (k, getattr(loaded.deployment, k), loaded.origin[k]) for k in DeploymentProfile.FIELDS))
-
-    def _close_pipelines(self):
-        for loaded in (self._previous, self._current):
-            if loaded is not None:
-                loaded.pipeline.close()
-        self._previous = None
-
     # ---- between frames -------------------------------------------------------
     def _tick(self):
         """Heartbeat, systemd watchdog and a pending reload: once per frame and while idle."""
@@ -318,59 +248,14 @@ class Daemon(object):
             self._last_ping = now
         if self._reload_requested and not self._stop.is_set():
             self._reload_requested = False
-            self._reload()
-
-    def _reload(self):
-        logger.info("reloading bundle %s", self.config.bundle)
-        try:
-            loaded = self._load_pipeline()
-        except Exception as e:  # any failure to open the new bundle leaves the old one serving
-            self.counters["reload_failures"] += 1
-            logger.error("reload refused, still serving %s: %s", self.pipeline.bundle.root, e)
-            return
-        if self._previous is None:
-            self._previous = self._current  # kept open: the rollback target until a frame succeeds
-        else:
-            self._current.pipeline.close()  # still on probation, never proved itself: the last good one stays
-        self._current, self._probation_failures = loaded, 0
-        self.governor.set_deployment(loaded.deployment)
-        self.counters["reloads"] += 1
-        self._log_bundle("reloaded bundle", loaded)
-        self._retry_failed()
-
-    def _settle(self):
-        """A frame succeeded: a reload on probation has proved itself, close the bundle it replaced."""
-        if self._previous is not None:
-            self._previous.pipeline.close()
-            self._previous = None
-            logger.info("bundle %s serves; the one it replaced is closed", self.pipeline.bundle.root)
-
-    def _rollback(self, error):
-        bad, self._current, self._previous = self._current, self._previous, None
-        bad.pipeline.close()
-        self.governor.set_deployment(self._current.deployment)
-        self.counters["rollbacks"] += 1
-        self._failures = 0  # those failures were the withdrawn bundle's
-        logger.error("reload rolled back to bundle %s: the first %d frames on the reloaded bundle %s failed with "
-                     "a model fault (last: %s)", self.pipeline.bundle.root, self._probation_failures,
-                     bad.pipeline.bundle.root, error)
+            if self.bundles.reload():
+                self.governor.set_deployment(self.bundles.current.deployment)
+                self._retry_failed()
 
     def _retry_failed(self):
-        """Run again, oldest first, the kept frames that failed on bundles other than the one now serving."""
-        if self._retrying:  # a rollback during a retry: the running loop picks up what is due now
-            return
-        self._retrying = True
-        try:
-            while not self._stop.is_set():
-                due = [entry for entry in self._retry if self._current.generation not in entry[1]]
-                if not due:
-                    break
-                self._retry.remove(due[0])
-                logger.info("retrying frame %s from %s on bundle %s", due[0][0].frame_id, due[0][0].source,
-                            self.pipeline.bundle.root)
-                self._attempt(due[0][0], self.governor.plan().profile, failed_on=due[0][1])
-        finally:
-            self._retrying = False
+        """Run again the kept frames that failed on bundles other than the one now serving."""
+        self.bundles.retry_due(lambda frame, failed_on: self._attempt(frame, self.governor.plan().profile,
+                                                                      failed_on=failed_on), self._stop.is_set)
 
     def _idle(self, seconds):
         """Wait up to `seconds` (real time), ticking; returns at once when stopped."""
@@ -413,7 +298,8 @@ class Daemon(object):
     def _attempt(self, frame, profile, failed_on=None):
         """Run, store and observe one frame; `failed_on` (generations) marks a retry of a failed frame."""
         try:
-            run = run_profile(self.pipeline, frame.image, profile, self._current.cascade, measure=self._measure)
+            run = run_profile(self.pipeline, frame.image, profile, self.bundles.current.cascade,
+                              measure=self._measure)
         except FrameError as e:  # the image, not the bundle: a corrupt frame, not a failure
             self._skip(frame, "skipped_corrupt", "corrupt: %s" % e, profile=profile)
             return
@@ -421,7 +307,7 @@ class Daemon(object):
             self._failed(frame, profile, e, failed_on)
             return
         self._failures = 0
-        self._settle()
+        self.bundles.succeeded()
         self._store(frame, run, retried=failed_on is not None)
         self._observe(run)
 
@@ -456,15 +342,13 @@ class Daemon(object):
         self._failures += 1
         if failed_on is None:
             self._skip(frame, "failed", "error: %s" % error, profile=profile)
-        self._retry.append((frame, (failed_on or frozenset()) | {self._current.generation}))
         logger.error("frame %s from %s failed%s on bundle %s (%d in a row): %s", frame.frame_id, frame.source,
                      "" if failed_on is None else " again", self.pipeline.bundle.root, self._failures, error)
-        if self._previous is not None:
-            self._probation_failures += 1
-            if self._probation_failures >= min(self.reload_probation_frames, self.max_failures):
-                self._rollback(error)
-                self._retry_failed()
-                return
+        if self.bundles.failed(frame, error, failed_on):  # rolled back: the old bundle serves again
+            self.governor.set_deployment(self.bundles.current.deployment)
+            self._failures = 0  # those failures were the withdrawn bundle's
+            self._retry_failed()
+            return
         if self._failures >= self.max_failures:
             raise DaemonError("%d consecutive frames failed; last error: %s" % (self._failures, error)) from error
 
@@ -489,7 +373,7 @@ class Daemon(object):
         self.status.record_frame(latency_s=run.latency_s, n_detections=len(run.detections), retried=retried)
 
     def _crops(self, frame, detections):
-        critical_ids = self._current.cascade.critical_ids
+        critical_ids = self.bundles.current.cascade.critical_ids
         if len(detections) == 0 or not critical_ids:
             return None
         try:

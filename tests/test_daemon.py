@@ -479,7 +479,7 @@ def test_a_reload_whose_frames_all_fail_rolls_back_and_reruns_them(rig, caplog):
         daemon.request_reload()
 
     daemon = rig.make(count=8, hooks={2: faulty_bundle}, profile="single", max_failures=probation)
-    with caplog.at_level("ERROR", logger="edge.daemon"):
+    with caplog.at_level("ERROR", logger="edge.daemon_reload"):
         summary = daemon.run()
     rows = stored(rig)[0]
     ok = [r for r in rows if r["status"] == "ok"]
@@ -525,7 +525,7 @@ def test_budget_and_interval_come_from_the_bundle_unless_the_config_gives_them(r
     from edge.energy import DeploymentProfile
 
     rig.bundles.deployment = DeploymentProfile(3.0, "inference", capture_interval_s=30.0, idle_power_w=1.1)
-    with caplog.at_level("INFO", logger="edge.daemon"):
+    with caplog.at_level("INFO", logger="edge.daemon_reload"):
         from_bundle = rig.make(count=1, profile="single", budget_wh_day=None, interval_s=None)
         from_bundle.run()
     assert from_bundle.governor.deployment == rig.bundles.deployment and from_bundle.interval_s == 30.0
@@ -540,7 +540,7 @@ def test_without_a_bundle_deployment_the_config_defaults_apply(rig):
     daemon = rig.make(count=1, profile="single", budget_wh_day=None)
     daemon.run()
     assert daemon.governor.deployment.budget_wh_day == 14.4  # today's default
-    from edge.daemon import bundle_deployment
+    from edge.daemon_reload import bundle_deployment
 
     assert bundle_deployment(object()) is None  # a bundle object from before bundle.deployment
 

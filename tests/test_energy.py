@@ -1,13 +1,14 @@
-"""Energy model arithmetic and the governor's choices (the cascade rule: tests/test_profiles.py)."""
+"""Wh/day arithmetic (edge.energy) and the governor's choices (edge.governor); cascade rule: test_profiles."""
 import datetime
 import time
 
 import numpy as np
 import pytest
 
-from edge.energy import (BudgetInfeasible, DeploymentProfile, Governor, RunningMedian, EscalationRate,
-                         cascade_energy_j, daily_energy, local_day_bounds_unix_s, parse_deployment_items)
+from edge.energy import (BudgetInfeasible, DeploymentProfile, cascade_energy_j, daily_energy,
+                         local_day_bounds_unix_s, parse_deployment_items)
 from edge.errors import ConfigError
+from edge.governor import EscalationRate, Governor, RunningMedian
 
 
 def local_t(y, mo, d, h=0, mi=0, s=0):
@@ -233,7 +234,7 @@ def test_rollover_at_local_midnight_resets_spend(caplog):
     late = g.plan()
     assert late.profile == [p for p in ORDER if frames_left * PRIORS[p] <= 3.0][-1] == "ensemble"
     now[0] = local_t(2024, 6, 2, 0, 0, 1)
-    with caplog.at_level("INFO", logger="edge.energy"):
+    with caplog.at_level("INFO", logger="edge.governor"):
         decision = g.plan()
     assert g.spent_wh() == 0.0 and decision.spent_wh == 0.0
     assert decision.profile == "ensemble_full"  # a whole day's budget again
@@ -243,7 +244,7 @@ def test_rollover_at_local_midnight_resets_spend(caplog):
 
 def test_governor_logs_changes(caplog):
     g = inference_governor(budget_wh=100.0)
-    with caplog.at_level("INFO", logger="edge.energy"):
+    with caplog.at_level("INFO", logger="edge.governor"):
         d = g.plan(MIDNIGHT)
     assert d.changed and d.previous == "single" and d.profile == "ensemble_full"
     assert any("single -> ensemble_full" in r.getMessage() for r in caplog.records)
