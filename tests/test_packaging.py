@@ -1,4 +1,5 @@
 """Dockerfile.l4t cannot be built here (arm64, JetPack base image): check its structure instead.
+The packaged config: it leaves the deployment profile (budget, frame rate, power) to the bundle.
 The systemd unit: its sandbox, systemd 237 compatibility and, where systemd-analyze can, its exposure score."""
 import json
 import os
@@ -8,6 +9,9 @@ import subprocess
 import sys
 
 import pytest
+
+from edge.config import load_edge_config
+from edge.energy import DeploymentProfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NANO_BASES = ("nvcr.io/nvidia/l4t-ml:r32.7.1-py3", "nvcr.io/nvidia/l4t-tensorrt:r8.2.1-runtime")
@@ -53,6 +57,40 @@ def test_entry_point_runs_the_daemon(dockerfile):
     assert entry == ["python3", "-m", "edge"] and command[0] == "serve"
     config = command[command.index("--config") + 1]
     assert any(config in rest for rest in _all(dockerfile, "COPY"))
+
+
+# --- packaging/edge.json: the deployment (budget, frame rate, power) is the bundle's unless set there ---
+
+PACKAGED_CONFIG = os.path.join(ROOT, "packaging", "edge.json")
+# The config keys that refine a bundle's DeploymentProfile: one per field, capture_interval_s spelled interval_s.
+DEPLOYMENT_KEYS = sorted("interval_s" if f == "capture_interval_s" else f for f in DeploymentProfile.FIELDS)
+
+
+def test_packaged_config_lists_every_deployment_key_as_null():
+    with open(PACKAGED_CONFIG) as f:
+        raw = json.load(f)
+    assert [k for k in DEPLOYMENT_KEYS if k not in raw] == []  # listed, so an installer sees what can be set
+    assert {k: raw[k] for k in DEPLOYMENT_KEYS} == dict.fromkeys(DEPLOYMENT_KEYS)
+    assert sorted(load_edge_config(PACKAGED_CONFIG).given & set(DEPLOYMENT_KEYS)) == []
+
+
+# Bundle deployments whose every field differs from the config defaults, so any value the file gives shows.
+@pytest.mark.parametrize("bundle_deployment", [
+    DeploymentProfile(3.0, "total", frames_per_day=500.0, powered_hours_per_day=6.0, idle_power_w=0.2,
+                      sleep_power_w=0.01),
+    DeploymentProfile(40.0, "inference", capture_interval_s=60.0, powered_hours_per_day=12.0, idle_power_w=1.1,
+                      sleep_power_w=0.05),
+])
+def test_packaged_config_leaves_the_deployment_to_the_bundle(bundle_deployment):
+    deployment, origin = load_edge_config(PACKAGED_CONFIG).resolve_deployment(bundle_deployment)
+    assert deployment == bundle_deployment
+    assert origin == dict.fromkeys(DeploymentProfile.FIELDS, "bundle")
+
+
+def test_packaged_config_without_a_bundle_deployment_falls_back_to_the_defaults():
+    deployment, origin = load_edge_config(PACKAGED_CONFIG).resolve_deployment(None)
+    assert deployment == load_edge_config().deployment_profile()
+    assert origin == dict.fromkeys(DeploymentProfile.FIELDS, "default")
 
 
 # --- packaging/reefwatch.service: sandboxed, and accepted by systemd 237 (Ubuntu 18.04 / JetPack 4.6) ---
