@@ -225,8 +225,9 @@ class Daemon(object):
                     "measured" if sample.measured else "estimated, not a measurement", sample.power_w)
         if self.measure_idle_s > 0:
             idle_w = self.sampler.measure_idle(self.measure_idle_s)
-            logger.info("idle power %.2f W over %.1f s (config idle_power_w %.2f W)", idle_w,
-                        self.measure_idle_s, self.config.idle_power_w)
+            deployment, origin = self.bundles.current.deployment, self.bundles.current.origin
+            logger.info("idle power %.2f W over %.1f s (deployment idle_power_w %.2f W, from the %s)", idle_w,
+                        self.measure_idle_s, deployment.idle_power_w, origin["idle_power_w"])
 
     def _resume(self, source):
         """Tell a source that can skip what is already stored (a folder) which origins those are."""

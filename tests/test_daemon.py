@@ -545,6 +545,20 @@ def test_without_a_bundle_deployment_the_config_defaults_apply(rig):
     assert bundle_deployment(object()) is None  # a bundle object from before bundle.deployment
 
 
+def test_the_measured_idle_power_is_logged_beside_the_deployments_not_the_configs_default(rig, caplog):
+    from edge.energy import DeploymentProfile
+
+    idle_w = 1.1
+    assert idle_w != load_edge_config(None, {}).idle_power_w  # else the log could not tell them apart
+    rig.bundles.deployment = DeploymentProfile(3.0, capture_interval_s=10.0, idle_power_w=idle_w)
+    daemon = rig.make(count=1, profile="single", budget_wh_day=None)
+    daemon.measure_idle_s = 0.01
+    with caplog.at_level("INFO", logger="edge.daemon"):
+        daemon.run()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("idle power")]
+    assert len(lines) == 1 and "deployment idle_power_w %.2f W, from the bundle" % idle_w in lines[0], lines
+
+
 def test_a_reload_brings_the_new_bundles_deployment(rig):
     from edge.energy import DeploymentProfile
 
