@@ -6,6 +6,9 @@ with checksums, classes and categories, the TTA plan, fusion settings, per
 inference profile the temperatures and operating thresholds, the deployment
 profile with its energy budget, and the accuracy it was validated at.
 
+Decoding keeps every class above the decode threshold per anchor
+(`multi_label`, default true in schema 2), as ultralytics' validation does.
+
 Two thresholds, never one (schema 2):
 - a model's `decode_thr` (low, ~0.01) only limits what feeds fusion;
 - a profile's `thresholds` (one per class, applied after fusion and
@@ -45,8 +48,8 @@ DEFAULT_FUSED_THR = 0.15
 
 ModelSpec = collections.namedtuple(
     "ModelSpec", "name variant path sha256 format input_size batch decode_thr iou_thr fusion_weight engine_path "
-                 "operating_thr")
-ModelSpec.__new__.__defaults__ = (None,)  # operating_thr: the variant's default
+                 "operating_thr multi_label")
+ModelSpec.__new__.__defaults__ = (None, False)  # operating_thr: the variant's default; best class only
 ClassSpec = collections.namedtuple("ClassSpec", "id name category")
 ProfileSettings = collections.namedtuple("ProfileSettings", "temperatures thresholds")
 
@@ -146,17 +149,18 @@ def _parse_model(entry, index, root, verify, version):
         if verify and sha256_of(engine_path) != engine_digest:
             raise BundleError("%s: checksum of engine %s does not match the manifest" % (where, engine_path))
     fmt = field.choice(field.require(entry, "format", where), sorted(set(FORMATS.values())), where + ".format")
-    if version == 1:  # schema 1 decoded at its one threshold and had no operating point per model
+    if version == 1:  # schema 1 decoded at its one threshold, best class only, no operating point per model
         decode_thr = field.probability(entry.get("conf_thr", 0.25), where + ".conf_thr")
-        operating_thr = decode_thr
+        operating_thr, multi_label = decode_thr, False
     else:
         decode_thr = field.probability(entry.get("decode_thr", DEFAULT_DECODE_THR), where + ".decode_thr")
         operating_thr = field.probability(entry.get("operating_thr", DEFAULT_VARIANT_THR[variant]),
                                           where + ".operating_thr")
+        multi_label = field.boolean(entry.get("multi_label", True), where + ".multi_label")
     return ModelSpec(name, variant, path, digest, fmt, size, batch, decode_thr,
                      field.probability(entry.get("iou_thr", 0.7), where + ".iou_thr"),
                      field.number(entry.get("fusion_weight", 1.0), where + ".fusion_weight", 0.0, 1000.0),
-                     engine_path, operating_thr)
+                     engine_path, operating_thr, multi_label)
 
 
 def _file_in_bundle(root, relative, where):
@@ -327,14 +331,14 @@ def load_bundle(path, verify=True, extract_dir=None, cache_dir=None):
 
 
 def model_entry(name, variant, file_name, out_dir, input_size, batch, decode_thr=DEFAULT_DECODE_THR, iou_thr=0.7,
-                fusion_weight=1.0, operating_thr=None):
+                fusion_weight=1.0, operating_thr=None, multi_label=True):
     path = os.path.join(out_dir, file_name)
     ext = os.path.splitext(file_name)[1]
     if ext not in FORMATS:
         raise BundleError("model file %s: unknown extension %r; expected one of %s" % (file_name, ext, sorted(FORMATS)))
     return {"name": name, "variant": variant, "file": file_name, "sha256": sha256_of(path),
             "format": FORMATS[ext], "input_size": list(input_size), "batch": batch,
-            "decode_thr": decode_thr, "iou_thr": iou_thr, "fusion_weight": fusion_weight,
+            "decode_thr": decode_thr, "iou_thr": iou_thr, "fusion_weight": fusion_weight, "multi_label": multi_label,
             "operating_thr": DEFAULT_VARIANT_THR[variant] if operating_thr is None else operating_thr}
 
 

@@ -164,7 +164,7 @@ def _per_variant(value, variant, default):
 
 def build_bundle(out_dir, models, classes, tta="full", target="x86-cpu", decode_thr=DEFAULT_DECODE_THR, iou_thr=0.7,
                  operating_thr=None, thresholds=None, temperatures=None, fusion=None, deployment=None, energy=None,
-                 accuracy=None, weights=None, imgsz=None, calibration_method=None):
+                 accuracy=None, weights=None, imgsz=None, calibration_method=None, multi_label=True):
     """Copy models into a new bundle folder and write a verified manifest; nothing is left half-written.
 
     `decode_thr`, `operating_thr` and `weights` are a number or {variant: value}; `thresholds` and
@@ -184,7 +184,8 @@ def build_bundle(out_dir, models, classes, tta="full", target="x86-cpu", decode_
             file_name = copy_model(src, staging, variant)
             entries.append(model_entry(variant, variant, file_name, staging, input_size, batch,
                                        _per_variant(decode_thr, variant, DEFAULT_DECODE_THR), iou_thr,
-                                       _per_variant(weights, variant, 1.0), _per_variant(operating_thr, variant, None)))
+                                       _per_variant(weights, variant, 1.0), _per_variant(operating_thr, variant, None),
+                                       multi_label))
         software = {"reefwatch": __version__, "numpy": np.__version__}
         manifest = make_manifest(entries, classes, tta=tta, fusion=fusion, target=target, thresholds=thresholds,
                                  temperatures=temperatures, deployment=deployment, energy=energy, accuracy=accuracy,
@@ -218,7 +219,7 @@ def bundle_from_models(models, names, imgsz=None, plan="none", categories=None, 
         input_size, batch, _ = probe_model(path, len(names), imgsz)
         fmt = FORMATS.get(os.path.splitext(path)[1], "onnx")
         specs.append(ModelSpec(variant, variant, os.path.abspath(path), sha256_of(path), fmt, tuple(input_size), batch,
-                               decode_thr, 0.7, 1.0, None, DEFAULT_VARIANT_THR[variant]))
+                               decode_thr, 0.7, 1.0, None, DEFAULT_VARIANT_THR[variant], True))
     root = os.path.dirname(os.path.abspath(models[0][1]))
     manifest = {"schema_version": 2, "in_memory": True}
     fusion = dict(DEFAULT_FUSION)

@@ -42,6 +42,9 @@ def _add_bundle(subparsers):
                             "ensemble_full), repeatable; default: single = the balanced variant's 0.25, "
                             "fused profiles 0.15")
     build.add_argument("--iou", type=float, default=0.7, help="per-model NMS IoU threshold")
+    build.add_argument("--single-label", action="store_true",
+                       help="decode only each anchor's best class (ultralytics predict), not every class above the "
+                            "decode threshold (ultralytics val, the default)")
     build.add_argument("--out", required=True, help="new bundle folder")
     verify = actions.add_parser("verify", help="check a bundle's schema, checksums and that its models fit it")
     verify.add_argument("bundle", help="bundle folder or .tar.gz")
@@ -63,7 +66,8 @@ def _run_bundle(args, out):
     classes = read_classes(args.classes, critical=_names(args.critical), important=_names(args.important))
     bundle = build_bundle(args.out, parse_model_args(args.model), classes, tta=args.tta, target=args.target,
                           decode_thr=args.decode_thr, iou_thr=args.iou,
-                          thresholds=parse_profile_values(args.operating_thr, "operating-thr"), imgsz=args.imgsz)
+                          thresholds=parse_profile_values(args.operating_thr, "operating-thr"), imgsz=args.imgsz,
+                          multi_label=not args.single_label)
     if args.imgsz and any(m.input_size != (args.imgsz, args.imgsz) for m in bundle.models):
         out.write("warning: --imgsz %d but the models take %s\n" % (args.imgsz, [m.input_size for m in bundle.models]))
     out.write("built %s with %s\n" % (bundle.root, ", ".join(m.name for m in bundle.models)))

@@ -50,6 +50,12 @@ def text(value, where):
     return value
 
 
+def boolean(value, where):
+    if not isinstance(value, bool):
+        raise BundleError("%s is %s; expected true or false" % (where, _shown(value)))
+    return value
+
+
 def choice(value, choices, where):
     if value not in choices:
         raise BundleError("%s is %s; expected one of %s" % (where, _shown(value), ", ".join(choices)))

@@ -209,7 +209,7 @@ class Pipeline(object):
         outputs = self._run(self.backends[spec.name], batch)
         try:
             per_view = decode_outputs(outputs, self.bundle.num_classes, conf_thr=spec.decode_thr,
-                                      iou_thr=spec.iou_thr, class_scores=class_scores)
+                                      iou_thr=spec.iou_thr, class_scores=class_scores, multi_label=spec.multi_label)
         except DecodeError as e:
             raise DecodeError("model %r (%s): %s" % (spec.name, spec.path, e)) from e
         in_frame = [detections_to_frame(d, t) for d, t in zip(per_view, transforms)]

@@ -187,3 +187,39 @@ def test_detections_record():
 def test_detections_refuse_bad_shapes(args):
     with pytest.raises(EdgeError):
         Detections(*args)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_multi_label_matches_ultralytics_validation_decoding(seed):
+    """ultralytics' validation decodes with multi_label=True: one candidate per class above conf per anchor."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchvision")  # ultralytics then calls torchvision.ops.nms (stable on ties)
+    from ultralytics.utils.nms import non_max_suppression
+
+    rng = np.random.RandomState(seed)
+    nc, anchors = 5, 400
+    raw = np.zeros((2, 4 + nc, anchors), np.float32)
+    raw[:, 0:2] = rng.uniform(20, 300, (2, 2, anchors))
+    raw[:, 2:4] = rng.uniform(8, 80, (2, 2, anchors))
+    raw[:, 4:] = rng.beta(0.3, 3.0, (2, nc, anchors))
+    theirs = non_max_suppression(torch.from_numpy(raw), conf_thres=0.01, iou_thres=0.7, nc=nc, max_det=300,
+                                 multi_label=True)
+    ours = decode_head(raw, nc, conf_thr=0.01, iou_thr=0.7, max_det=300, multi_label=True)
+    for t, o in zip(theirs, ours):
+        t = t.numpy()
+        key_t = sorted(zip(t[:, 5].astype(int), np.round(t[:, 4], 6), np.round(t[:, 0], 3)))
+        key_o = sorted(zip(o.class_id.tolist(), np.round(o.score, 6), np.round(o.xyxy[:, 0], 3)))
+        assert key_t == key_o
+
+
+def test_multi_label_keeps_every_class_above_the_threshold():
+    raw = np.zeros((1, 4 + 3, 2), np.float32)
+    raw[0, :4, 0] = [50, 50, 20, 20]
+    raw[0, :4, 1] = [150, 150, 20, 20]
+    raw[0, 4:, 0] = [0.6, 0.3, 0.005]  # two classes above 0.01 on one anchor
+    raw[0, 4:, 1] = [0.0, 0.0, 0.2]
+    single = decode_head(raw, 3, conf_thr=0.01)[0]
+    multi = decode_head(raw, 3, conf_thr=0.01, multi_label=True, class_scores=True)[0]
+    assert sorted(single.class_id.tolist()) == [0, 2]
+    assert multi.class_id.tolist() == [0, 1, 2] and multi.score.tolist() == pytest.approx([0.6, 0.3, 0.2])
+    assert multi.extras["class_scores"].shape == (3, 3)
