@@ -10,7 +10,7 @@ from edge.errors import EdgeError, FrameError, SourceError
 from edge.images import (IMAGE_EXTENSIONS, MAX_PIXELS, MIN_SIDE_PX, display_name, frame_problem, image_names,
                          opencv_path, read_image)
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg")
 __all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "coco_results", "draw_detections", "iter_frames", "read_image",
@@ -73,7 +73,7 @@ def _video_frames(capture, path, min_side, notes):
     if 0 < declared and index < declared:
         note = ("video %s ended after %d of the %d frames its header declares (truncated or corrupt)"
                 % (display_name(path), index, declared))
-        log.warning("%s", note)
+        logger.warning("%s", note)
         notes.append(note)
 
 
@@ -179,7 +179,7 @@ def run_detect(pipeline, source, out_path, models=None, plan=None, save_images=N
             except FrameError as e:  # one frame the pipeline cannot take: skip it, keep the run
                 error = str(e)
         if detections is None:
-            log.warning("skipping %s: %s", display_name(name), error)
+            logger.warning("skipping %s: %s", display_name(name), error)
             skipped.append({"file_name": name, "reason": error})
             continue
         frames += 1
@@ -238,4 +238,4 @@ def _remove_quietly(path):
     try:
         os.unlink(path)
     except OSError as e:  # nothing to remove, or the folder went: the write error is what matters
-        log.debug("removing %s: %s", display_name(path), e)
+        logger.debug("removing %s: %s", display_name(path), e)

@@ -39,3 +39,11 @@ class BudgetInfeasible(ConfigError):
 
 class DaemonError(EdgeError):
     """The daemon cannot go on (e.g. every recent frame failed); systemd should restart it."""
+
+
+class StoreError(EdgeError):
+    """The detection store cannot be opened, fails its integrity check, or a write is malformed."""
+
+
+class TruncatedImage(FrameError):
+    """An image file ends before its format's end marker (cut while being written or copied)."""

@@ -23,7 +23,7 @@ import struct
 
 import numpy as np
 
-from edge.errors import FrameError
+from edge.errors import FrameError, TruncatedImage
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +39,6 @@ _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # frame headers; 
 _JPEG_STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}  # RSTn and TEM carry no length
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
-
-
-class TruncatedImage(FrameError):
-    """An image file ends before its format's end marker (cut while being written or copied)."""
 
 
 def display_name(path):

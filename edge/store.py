@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from edge.energy import local_day_bounds_unix_s
-from edge.errors import EdgeError
+from edge.errors import StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +74,6 @@ _FRAME_COLUMNS = ("id", "t_unix_s", "frame_id", "source", "status", "reason", "p
                   "energy_j", "n_detections", "model_versions", "origin")
 _DETECTION_COLUMNS = ("id", "frame_row", "t_unix_s", "frame_id", "source", "class_id", "class_name",
                       "score", "x1", "y1", "x2", "y2", "profile", "model_versions", "crop_path")
-
-
-class StoreError(EdgeError):
-    """The detection store cannot be opened, fails its integrity check, or a write is malformed."""
 
 
 class Store(object):
