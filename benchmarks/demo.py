@@ -134,13 +134,13 @@ def write_report(out, metrics, accuracy, energy, detect_summary, timings):
             "%.2f" % daily["inference_wh"] if "inference_wh" in daily else "-",
             "%.2f" % daily["total_wh"] if "total_wh" in daily else "-"))
     lines += ["", "Reading the table:",
-              "- mAP50 is threshold-free. The edge pipeline decodes at each model's bundle threshold "
-              "(recall 0.10, balanced 0.25, precision 0.40), so its AP50 sits below ultralytics' validation "
-              "above, which keeps boxes down to 0.001.",
-              "- Recall by category is counted at score >= 0.25 on uncalibrated scores. Weighted box fusion "
-              "lowers the score of a box that only some models or views found, so ensembles look worse at a "
-              "fixed threshold until per-class temperatures are fitted on the fused outputs (the trainer's "
-              "calibration stage, not built yet; the bundle carries T = 1)."]
+              "- mAP50 is computed over every fused box (the pipeline with all scores kept), with each model "
+              "decoding at the bundle's decode threshold (0.01) and every class above it per anchor, as "
+              "ultralytics' validation does at 0.001.",
+              "- Critical recall is what the device reports: boxes at or above each profile's operating "
+              "thresholds (the balanced variant's 0.25 alone, 0.15 for the fused profiles), applied after "
+              "fusion. The bundle carries temperatures of 1: the trainer's calibration stage, which fits "
+              "temperatures and operating thresholds per profile, is not built yet."]
     cascade = accuracy.get("cascade")
     if cascade:
         lines += ["", "The cascade escalated %.1f%% of validation frames to the full ensemble."
