@@ -173,8 +173,9 @@ def _add_ssl(parser):
 
 def _run_ssl(config, args):
     from trainer.config import save_config
-    from trainer.ssl import run_ssl
+    from trainer.ssl import check_inputs, run_ssl
 
+    check_inputs(config.ssl, args.images)  # before anything is written to --out
     save_config(config, _beside(args.out, "training_config.yaml"))
     result = run_ssl(config.ssl, config.general, args.images, args.out, resume=not args.no_resume)
     print(printable("ssl: %d epochs, last loss %.4f; backbone %s (transfer report %s)"
@@ -195,12 +196,13 @@ def _add_baseline(parser):
 
 def _run_baseline(config, args):
     from trainer.config import save_config
-    from trainer.stages.baseline import run_baseline
+    from trainer.stages.baseline import check_inputs, run_baseline
 
     backbone = config.baseline.ssl_backbone
     if backbone and not os.path.exists(backbone):
         raise ConfigError("baseline.ssl_backbone (--ssl-backbone) %s does not exist; expected the backbone.pt "
                           "or the output folder of `trainer ssl`" % backbone)
+    check_inputs(args.data)  # before anything is written to --out
     save_config(config, _beside(args.out, "training_config.yaml"))
     result = run_baseline(config.baseline, config.general, args.data, args.out, resume=not args.no_resume)
     print(printable("baseline: mAP50 %.4f, mAP50-95 %.4f; weights %s; metrics %s" % (

@@ -128,11 +128,11 @@ def _prepare(config, general, images, out_dir, dist, resume):
     device = _resolve_device(getattr(general, "device", None), dist)
     seed = int(getattr(general, "seed", 0))
     ckpt_dir = os.path.join(out_dir, "checkpoints")
+    loader, dataset, sampler = _make_loader(config, general, images, dist, seed)  # checks the images first
     if dist.main:
         os.makedirs(ckpt_dir, exist_ok=True)
         _write_json(os.path.join(out_dir, "ssl_config.json"),
                     {"config": _plain(config), "general": _plain(general), "images": str(images)})
-    loader, dataset, sampler = _make_loader(config, general, images, dist, seed)
     with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
         torch.manual_seed(seed)
         model, _ = build_moco(config, device)
@@ -317,18 +317,35 @@ def _resolve_device(device, dist):
     return torch.device("cuda", int(index))
 
 
+def check_inputs(config, images):
+    """Refuse a bad ssl config or too few images before the caller writes anything to the output folder.
+
+    run_ssl checks the same again; this lets the command line check before it saves training_config.yaml.
+    """
+    _validate(config)
+    world = os.environ.get("WORLD_SIZE", "1")
+    if not world.isdigit():
+        raise ConfigError("WORLD_SIZE=%r: expected the number of processes torchrun starts" % world)
+    _per_rank_batch(config, images, max(1, int(world)), list_images(images))
+
+
+def _per_rank_batch(config, images, world, paths):
+    per_rank = int(config.batch_size) // world
+    if per_rank < 2:
+        raise ConfigError("ssl batch_size %d over %d ranks leaves %d per rank; need 2" % (
+            int(config.batch_size), world, per_rank))
+    if len(paths) // world < per_rank:
+        raise DataError("%d unlabelled images under %s make no full batch of %d per rank; add images or lower "
+                        "batch_size" % (len(paths), images, per_rank))
+    return per_rank
+
+
 def _make_loader(config, general, images, dist, seed):
     import torch
     from torch.utils.data import DataLoader, DistributedSampler
 
     paths = list_images(images)
-    per_rank = int(config.batch_size) // dist.world
-    if per_rank < 2:
-        raise ConfigError("ssl batch_size %d over %d ranks leaves %d per rank; need 2" % (
-            int(config.batch_size), dist.world, per_rank))
-    if len(paths) // dist.world < per_rank:
-        raise DataError("%d unlabelled images under %s make no full batch of %d per rank; add images or lower "
-                        "batch_size" % (len(paths), images, per_rank))
+    per_rank = _per_rank_batch(config, images, dist.world, paths)
     dataset = UnlabelledImages(paths, config.imgsz, config.crop_min_scale, seed)
     sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True) if dist.world > 1 else None
     workers = int(getattr(general, "num_workers", 0))

@@ -113,12 +113,18 @@ def _onnx_names(path):
     import onnxruntime
 
     try:
-        meta = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"]).get_modelmeta()
-        raw = meta.custom_metadata_map.get("names")
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own pybind classes (InvalidProtobuf, Fail, NoSuchFile, ...)
+        raise TrainerError("cannot open model %s: %s; expected an ONNX detector, a bundle or a .pt checkpoint"
+                           % (path, " ".join(str(e).split()))) from e
+    try:
+        raw = session.get_modelmeta().custom_metadata_map.get("names")
         table = ast.literal_eval(raw) if raw else None
-    except (ValueError, SyntaxError) as e:
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as e:  # literal_eval's failures
         raise TrainerError("%s: cannot parse the 'names' metadata: %s" % (path, e)) from e
     if isinstance(table, dict):
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in table):
+            raise TrainerError("%s: the 'names' metadata has keys %.60r; expected class ids" % (path, list(table)))
         return [str(table[i]) for i in sorted(table)]
     return [str(n) for n in table] if isinstance(table, list) else None
 

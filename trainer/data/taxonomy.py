@@ -2,8 +2,7 @@
 import collections
 import os
 
-import yaml
-
+from trainer.data.yolo_dataset import load_yaml_file
 from trainer.errors import DataError
 
 CATEGORIES = ("critical", "important", "general")
@@ -66,28 +65,33 @@ class Taxonomy(object):
         return mapping, sorted(unmapped)
 
 
+def _taxon_class(entry, i, path):
+    if not isinstance(entry, dict):
+        raise DataError("taxonomy file %s: class entry %d is %.40r; expected {id, name, category}" % (path, i, entry))
+    missing = [k for k in ("id", "name", "category") if k not in entry]
+    if missing:
+        raise DataError("taxonomy file %s: class entry %d lacks %s" % (path, i, ", ".join(missing)))
+    if entry["category"] not in CATEGORIES:
+        raise DataError("taxonomy file %s: class %r has category %r; expected one of %s"
+                        % (path, entry["name"], entry["category"], ", ".join(CATEGORIES)))
+    aliases = entry.get("aliases") or []
+    if isinstance(entry["id"], bool) or not isinstance(entry["id"], int) or not isinstance(aliases, list):
+        raise DataError("taxonomy file %s: class entry %d (%r) needs an integer id and a list of aliases"
+                        % (path, i, entry["name"]))
+    return TaxonClass(entry["id"], str(entry["name"]), entry["category"], tuple(str(a) for a in aliases))
+
+
 def load_taxonomy(path=None):
     """Read a taxonomy yaml (the packaged 36-class one by default) and validate it."""
     path = path or DEFAULT_TAXONOMY_PATH
-    try:
-        with open(path) as f:
-            raw = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as e:
-        raise DataError("cannot read taxonomy file %s: %s" % (path, e)) from e
+    raw = load_yaml_file(path, what="taxonomy file")
     if not isinstance(raw, dict) or not isinstance(raw.get("classes"), list):
         raise DataError("taxonomy file %s needs a 'classes:' list of {id, name, category}" % path)
     classes = []
     for i, entry in enumerate(raw["classes"]):
-        missing = [k for k in ("id", "name", "category") if k not in (entry or {})]
-        if missing:
-            raise DataError("taxonomy file %s: class entry %d lacks %s" % (path, i, ", ".join(missing)))
-        if entry["category"] not in CATEGORIES:
-            raise DataError("taxonomy file %s: class %r has category %r; expected one of %s"
-                            % (path, entry["name"], entry["category"], ", ".join(CATEGORIES)))
-        classes.append(TaxonClass(int(entry["id"]), str(entry["name"]), entry["category"],
-                                  tuple(entry.get("aliases") or ())))
+        classes.append(_taxon_class(entry, i, path))
     sources = raw.get("sources") or {}
-    if not isinstance(sources, dict):
+    if not isinstance(sources, dict) or not all(isinstance(t, dict) or t is None for t in sources.values()):
         raise DataError("taxonomy file %s: 'sources:' must map a source name to {label: class name}" % path)
     taxonomy = Taxonomy(classes, sources)
     for source, table in sources.items():

@@ -146,13 +146,33 @@ def names_from_yaml(raw, yaml_path):
     raise DataError("%s: needs 'names:' as a list or an {id: name} dict" % yaml_path)
 
 
-def load_yaml_file(yaml_path):
-    """The parsed contents of a yaml file ({} when empty); DataError naming the file otherwise."""
+def load_yaml_file(yaml_path, what="yaml file"):
+    """The parsed contents of a UTF-8 yaml file ({} when empty); DataError naming the file and the fault otherwise.
+
+    The one yaml reader of trainer/data and the stages: every way a file can
+    be unreadable (missing, a folder, not UTF-8, not YAML, nested past the
+    recursion limit, an integer past Python's digit limit) is one line.
+    """
+    from trainer.config import yaml_problem
+
+    if os.path.isdir(yaml_path):
+        raise DataError("cannot read %s %s: it is a folder; expected a file" % (what, yaml_path))
     try:
-        with open(yaml_path) as f:
+        with open(yaml_path, encoding="utf-8") as f:
             return yaml.safe_load(f) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise DataError("cannot read %s: %s" % (yaml_path, e)) from e
+    except OSError as e:
+        raise DataError("cannot read %s %s: %s" % (what, yaml_path, e.strerror or e)) from e
+    except UnicodeDecodeError as e:
+        raise DataError("cannot read %s %s: not UTF-8 text (byte 0x%02x at offset %d); save it as UTF-8"
+                        % (what, yaml_path, e.object[e.start], e.start)) from e
+    except yaml.YAMLError as e:
+        raise DataError("cannot read %s %s: not valid YAML: %s" % (what, yaml_path, yaml_problem(e))) from e
+    except ValueError as e:  # PyYAML's int() refuses more than 4,300 digits
+        raise DataError("cannot read %s %s: it holds a number too long to read (%s)"
+                        % (what, yaml_path, str(e).split(":")[0])) from e
+    except RecursionError:  # PyYAML composes recursively; from None: its 1,000 frames say nothing more
+        raise DataError("cannot read %s %s: it is nested too deeply; expected a few levels of mappings and lists"
+                        % (what, yaml_path)) from None
 
 
 def read_names(yaml_path):

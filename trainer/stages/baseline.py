@@ -202,14 +202,16 @@ def _has_per_class(metrics):
     return metrics is not None and hasattr(metrics, "box") and hasattr(metrics, "ap_class_index")
 
 
-def _read_data_yaml(path):
-    import yaml
+def check_inputs(data):
+    """Refuse an unreadable data.yaml before the caller writes anything to the output folder (run_baseline
+    reads it again)."""
+    _read_data_yaml(data)
 
-    try:
-        with open(path) as fh:
-            data = yaml.safe_load(fh)
-    except (OSError, yaml.YAMLError) as e:
-        raise DataError("cannot read data yaml %r: %s" % (str(path), e)) from e
+
+def _read_data_yaml(path):
+    from trainer.data.yolo_dataset import load_yaml_file
+
+    data = load_yaml_file(str(path), what="data yaml")
     if not isinstance(data, dict) or "names" not in data:
         raise DataError("data yaml %r has no 'names:'; expected an ultralytics detection data.yaml" % str(path))
     return data
