@@ -77,8 +77,36 @@ def evaluate_profiles(pipeline, items, profiles):
         critical = [c for c in result["curves"] if c.num_gt and categories.get(c.class_id) == "critical"]
         result["pooled"] = pooled_curve([c for c in result["curves"] if c.num_gt])
         result["critical"] = pooled_curve(critical) if critical else None
+        result["predictions"] = predictions
         results[profile] = result
     return results
+
+
+def paired_bootstrap(predictions_a, predictions_b, ground_truth, num_classes, resamples=200, seed=0):
+    """mAP50(b) - mAP50(a) and its 95% interval, resampling images with replacement (both profiles alike)."""
+    rng = np.random.RandomState(seed)
+    n = len(ground_truth)
+    base = evaluate(predictions_b, ground_truth, num_classes)["map50"] - evaluate(
+        predictions_a, ground_truth, num_classes)["map50"]
+    diffs = []
+    for _ in range(resamples):
+        pick = rng.randint(0, n, n)
+        gt = [ground_truth[i] for i in pick]
+        diffs.append(evaluate([predictions_b[i] for i in pick], gt, num_classes)["map50"]
+                     - evaluate([predictions_a[i] for i in pick], gt, num_classes)["map50"])
+    low, high = np.nanpercentile(diffs, [2.5, 97.5])
+    return float(base), float(low), float(high)
+
+
+def profile_steps(results, ground_truth, num_classes, resamples):
+    """Each profile against the previous one in the order given: mAP50 difference with its interval."""
+    names = list(results)
+    steps = []
+    for a, b in zip(names, names[1:]):
+        diff, low, high = paired_bootstrap(results[a]["predictions"], results[b]["predictions"], ground_truth,
+                                           num_classes, resamples)
+        steps.append({"from": a, "to": b, "map50_diff": diff, "ci95": [low, high]})
+    return steps
 
 
 def ultralytics_val(weights, data_yaml, split, imgsz):
@@ -112,7 +140,8 @@ def plot_pr(results, path):
 
 
 def summary(results):
-    return {p: {k: v for k, v in r.items() if k not in ("curves", "pooled", "critical")} for p, r in results.items()}
+    return {p: {k: v for k, v in r.items() if k not in ("curves", "pooled", "critical", "predictions")}
+            for p, r in results.items()}
 
 
 def main(argv=None):
@@ -126,6 +155,9 @@ def main(argv=None):
                         help="decode threshold of every model (default: the bundle's; ultralytics validates at 0.001)")
     parser.add_argument("--ultralytics-val", default=None, metavar="WEIGHTS",
                         help="also score these .pt weights with ultralytics' validation on the same split")
+    parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                        help="paired bootstrap over images (N resamples): each profile's mAP50 change over the "
+                             "previous one with a 95%% interval")
     parser.add_argument("--backend", default="onnxruntime")
     parser.add_argument("--report", default=None, help="folder for accuracy.json and precision_recall.png")
     args = parser.parse_args(argv)
@@ -143,6 +175,12 @@ def main(argv=None):
     print("(mAP50 over every fused box; recall per category at each profile's operating thresholds)")
     if "cascade" in results:
         print("cascade escalated %.1f%% of frames to the full ensemble" % (100 * results["cascade"]["escalated_share"]))
+    steps = []
+    if args.bootstrap:
+        steps = profile_steps(results, [gt for _, gt in items], bundle.num_classes, args.bootstrap)
+        for step in steps:
+            print("%s -> %s: mAP50 %+.4f (95%% interval %+.4f .. %+.4f, %d paired resamples of the images)" % (
+                step["from"], step["to"], step["map50_diff"], step["ci95"][0], step["ci95"][1], args.bootstrap))
     if args.ultralytics_val:
         reference = ultralytics_val(args.ultralytics_val, args.data, args.split, bundle.models[0].input_size[0])
         print("ultralytics val of %s: mAP50 %.3f" % (args.ultralytics_val, reference))
@@ -153,6 +191,8 @@ def main(argv=None):
     if args.report:
         os.makedirs(args.report, exist_ok=True)
         write_json(os.path.join(args.report, "accuracy.json"), summary(results))
+        if steps:
+            write_json(os.path.join(args.report, "profile_steps.json"), steps)
         print("wrote %s" % plot_pr(results, os.path.join(args.report, "precision_recall.png")))
     return 0
 

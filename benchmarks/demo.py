@@ -141,6 +141,13 @@ def write_report(out, metrics, accuracy, energy, detect_summary, timings):
               "thresholds (the balanced variant's 0.25 alone, 0.15 for the fused profiles), applied after "
               "fusion. The bundle carries temperatures of 1: the trainer's calibration stage, which fits "
               "temperatures and operating thresholds per profile, is not built yet."]
+    steps_path = os.path.join(out, "profile_steps.json")
+    if os.path.exists(steps_path):
+        lines += ["", "Each profile against the previous one (paired bootstrap over the validation images, "
+                  "200 resamples):", "", "| step | mAP50 change | 95% interval |", "|---|---|---|"]
+        for st in json.load(open(steps_path)):
+            lines.append("| %s -> %s | %+.4f | %+.4f .. %+.4f |" % (st["from"], st["to"], st["map50_diff"],
+                                                                  st["ci95"][0], st["ci95"][1]))
     cascade = accuracy.get("cascade")
     if cascade:
         lines += ["", "The cascade escalated %.1f%% of validation frames to the full ensemble."
@@ -185,7 +192,8 @@ def main(argv=None):
         json.load(open(os.path.join(out, "results.json"))))
     timings["detect"], t = round(time.time() - t, 1), time.time()
     step("5/6 accuracy per inference profile")
-    accuracy_bench.main(["--bundle", bundle.root, "--data", data_yaml, "--split", "val", "--report", out])
+    accuracy_bench.main(["--bundle", bundle.root, "--data", data_yaml, "--split", "val", "--report", out,
+                         "--bootstrap", "200"])
     accuracy = json.load(open(os.path.join(out, "accuracy.json")))
     timings["accuracy"], t = round(time.time() - t, 1), time.time()
     step("6/6 energy per frame and Wh/day per profile")
