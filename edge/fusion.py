@@ -245,14 +245,11 @@ def _sort_by_label_and_score(table):
 
 def _fused_rows(rows, clusters, weights, conf_type, allows_overflow):
     """Each cluster's fused box, rescaled score and label, in cluster order."""
-    first = np.array(clusters.first, dtype=np.int64)
-    merged = np.array(clusters.merged, dtype=np.int64)
-    count = np.ones(len(first), dtype=np.int64)
-    count[merged] = [len(m) for m in clusters.members]
+    first, merged, count = clusters.first, clusters.merged, clusters.count
     # 1.0.9 stores a merged cluster's box, score, weight and label in a float32
     # array; a cluster of one box keeps its float64 row.
     boxes = rows[first, 4:]
-    values = np.array(clusters.values).reshape(-1, 9)
+    values = clusters.values
     boxes[merged] = values[:, 5:]
     score = rows[first, 1]  # rows are sorted: the first member holds the max
     if conf_type != "max":
@@ -263,20 +260,9 @@ def _fused_rows(rows, clusters, weights, conf_type, allows_overflow):
     labels[merged] = labels[merged].astype(np.float32)
     wsum = rows[first, 2]
     if conf_type in ("box_and_model_avg", "absent_model_aware_avg"):
-        wsum[merged] = _weight_sums(clusters.members, rows[:, 2].tolist())
+        wsum[merged] = clusters.wsum.astype(np.float32)
     score = _rescale(score, wsum, count, clusters, rows, weights, conf_type, allows_overflow)
     return boxes, score, labels
-
-
-def _weight_sums(members, row_weight):
-    """Each merged cluster's weight, summed in member order as 1.0.9 does, in float32."""
-    wsum = np.empty(len(members))
-    for i, m in enumerate(members):
-        w = 0.0
-        for j in m:
-            w += row_weight[j]
-        wsum[i] = w
-    return wsum.astype(np.float32)
 
 
 def _rescale(score, wsum, count, clusters, rows, weights, conf_type, allows_overflow):
@@ -300,13 +286,7 @@ def _list_weight_sums(clusters, count, row_list, weights):
     other weights are summed as 1.0.9 does, once per distinct set of lists.
     """
     n_lists, n_clusters = len(weights), len(count)
-    # (cluster, row) of every member; a merged cluster's first member twice does no harm to unique.
-    cluster = np.arange(n_clusters)
-    member_rows = np.array(clusters.first, dtype=np.int64)
-    if clusters.merged:
-        cluster = np.concatenate([cluster, np.repeat(clusters.merged, count[clusters.merged])])
-        member_rows = np.concatenate([member_rows] + clusters.members)
-    pairs = np.unique(cluster * n_lists + row_list[member_rows].astype(np.int64))
+    pairs = np.unique(clusters.row_cluster * n_lists + row_list.astype(np.int64))
     cluster, model = pairs // n_lists, pairs % n_lists
     if np.all(weights == np.round(weights)) and weights.sum() < 2 ** 24:
         present = np.bincount(cluster, weights=weights[model].astype(np.float64), minlength=n_clusters)

@@ -33,6 +33,8 @@ import struct
 
 import numpy as np
 
+from edge import native
+
 # 1.0.9 accumulates fused boxes in a float32 array; struct rounds four Python
 # floats to float32 several times faster than numpy scalars do.
 _F32X4 = struct.Struct("=4f")
@@ -43,16 +45,19 @@ _MAX_PAIRS = 6  # rows in reach above which a row is not tested for being alone
 
 
 class Clusters(object):
-    """Per cluster, in 1.0.9's order: ``first``, the first member's row (ascending);
-    ``merged``, the indices of clusters of two or more boxes, with their member
-    rows (``members``) and ``values`` (float32 sums of s*x1, s*y1, s*x2, s*y2,
-    the float64 sum of scores s, the fused x1, y1, x2, y2).
+    """Per cluster, in 1.0.9's order (ascending first row): ``first``, the first
+    member's row, and ``count``, its number of members; ``merged``, the indices of
+    clusters of two or more boxes, with their ``values`` ((n_merged, 9): float32
+    sums of s*x1, s*y1, s*x2, s*y2, the float64 sum of scores s, the fused x1,
+    y1, x2, y2) and ``wsum`` (their members' weights summed in member order, in
+    float64); ``row_cluster``, the cluster of every row. All numpy arrays.
     """
 
-    __slots__ = ("first", "merged", "members", "values")
+    __slots__ = ("first", "count", "merged", "values", "wsum", "row_cluster")
 
-    def __init__(self, first, merged, members, values):
-        self.first, self.merged, self.members, self.values = first, merged, members, values
+    def __init__(self, first, count, merged, values, wsum, row_cluster):
+        self.first, self.count, self.merged = first, count, merged
+        self.values, self.wsum, self.row_cluster = values, wsum, row_cluster
 
 
 def reach_factor(iou_thr):
@@ -66,9 +71,12 @@ def cluster_rows(rows, groups, iou_thr, f32_divisor):
 
     ``f32_divisor``: the fused box is float32 sums / float32(sum of scores), as
     numpy < 2 divides a float32 array by a float64 scalar; else the division is in float64.
+    With edge.native the grid loop runs in C (same loop, same values); labels
+    with 1.0.9's oddities (see ``cluster_plain``) always take the Python loop.
     """
     seeds, merged = [], {}  # seed rows of looped clusters; seed row -> (members, values)
     fast = np.zeros(len(rows), dtype=bool)  # rows of labels the grid loop may take
+    fast_groups = []
     for start, end in groups:
         label = rows[start, 0]
         exact = float(np.float32(label)) == label
@@ -76,16 +84,56 @@ def cluster_rows(rows, groups, iou_thr, f32_divisor):
             cluster_plain(rows[start:end].tolist(), start, iou_thr, exact, f32_divisor, seeds, merged)
         else:
             fast[start:end] = True
-    if fast.any():
+            fast_groups += [start, end]
+    if not fast_groups:
+        return _ordered(rows, seeds, merged)
+    kernels = native.active()
+    if kernels is None:
         _cluster_fast(rows, groups, fast, iou_thr, f32_divisor, seeds, merged)
-    return _ordered(seeds, merged)
+        return _ordered(rows, seeds, merged)
+    found = kernels.wbf_cluster(rows, fast_groups, iou_thr, f32_divisor)
+    if not seeds:
+        return _from_native(*found)
+    _native_to_python(fast, found, seeds, merged)  # rare: some label went the Python way
+    return _ordered(rows, seeds, merged)
 
 
-def _ordered(seeds, merged):
+def _from_native(row_cluster, first, count, wsum, values):
+    merged = np.flatnonzero(count > 1)
+    return Clusters(first, count, merged, values[merged], wsum[merged], row_cluster)
+
+
+def _native_to_python(fast, found, seeds, merged):
+    """Add the native clusters to ``seeds`` and ``merged`` as the Python loops leave theirs."""
+    row_cluster, first, count, _, values = found
+    rows = np.flatnonzero(fast)
+    by_cluster = rows[np.argsort(row_cluster[rows], kind="stable")].tolist()
+    bounds = np.concatenate([[0], np.cumsum(count)]).tolist()
+    seeds.extend(first.tolist())
+    for ci in np.flatnonzero(count > 1).tolist():
+        merged[int(first[ci])] = (by_cluster[bounds[ci]:bounds[ci + 1]], tuple(values[ci].tolist()))
+
+
+def _ordered(rows, seeds, merged):
+    """Clusters from the Python loops' seed rows and {seed row: (member rows, values)}."""
     first = np.sort(np.array(seeds, dtype=np.int64))
     keys = sorted(merged)
-    where = np.searchsorted(first, keys).tolist() if keys else []
-    return Clusters(first, where, [merged[k][0] for k in keys], [merged[k][1] for k in keys])
+    where = np.searchsorted(first, keys).astype(np.int64) if keys else np.zeros(0, dtype=np.int64)
+    count = np.ones(len(first), dtype=np.int64)
+    row_cluster = np.empty(len(rows), dtype=np.int64)
+    row_cluster[first] = np.arange(len(first))
+    row_weight = rows[:, 2].tolist()
+    wsum = np.empty(len(keys))
+    for i, (ci, key) in enumerate(zip(where.tolist(), keys)):
+        members = merged[key][0]
+        count[ci] = len(members)
+        row_cluster[members] = ci
+        w = 0.0
+        for j in members:  # in member order, as 1.0.9 sums them
+            w += row_weight[j]
+        wsum[i] = w
+    values = np.array([merged[k][1] for k in keys], dtype=np.float64).reshape(-1, 9)
+    return Clusters(first, count, where, values, wsum, row_cluster)
 
 
 def _features(rows, iou_thr):

@@ -11,9 +11,11 @@ order of ties is its own) and by Python's sort otherwise (same order).
 """
 import numpy as np
 
+from edge import native
 from edge.fusion_cluster import cluster_plain
 
 MAX_BOXES = 160
+NATIVE_MIN_BOXES = 32  # below, a native call costs about what the Python loop does
 _F32_EXACT = 2 ** 24
 
 
@@ -32,14 +34,41 @@ def fuse_small(boxes_list, scores_list, labels_list, weights, iou_thr, skip_box_
         return None
     if not per_label:
         return np.zeros((0, 4)), np.zeros((0,)), np.zeros((0,))
-    out = []  # per cluster: box, score, label, weight sum, member rows
-    for label_rows in per_label.values():
-        seeds, merged = [], {}
-        rows = [label_rows[i] for i in _descending([r[1] for r in label_rows])]
-        cluster_plain(rows, 0, iou_thr, True, f32_divisor, seeds, merged)
-        for seed in seeds:
-            _fused(rows, seed, merged.get(seed), conf_type, out)
+    ordered = [[label_rows[i] for i in _descending([r[1] for r in label_rows])] for label_rows in per_label.values()]
+    kernels = native.active() if iou_thr > 0 and sum(len(r) for r in ordered) >= NATIVE_MIN_BOXES else None
+    if kernels is not None and all(r[-1][1] > 0.0 for r in ordered):
+        out = _clusters_native(kernels, ordered, iou_thr, f32_divisor, conf_type)
+    else:
+        out = []  # per cluster: box, score, label, weight sum, member lists, count
+        for rows in ordered:
+            seeds, merged = [], {}
+            cluster_plain(rows, 0, iou_thr, True, f32_divisor, seeds, merged)
+            for seed in seeds:
+                _fused(rows, seed, merged.get(seed), conf_type, out)
     return _result(out, weights, conf_type, allows_overflow)
+
+
+def _clusters_native(kernels, ordered, iou_thr, f32_divisor, conf_type):
+    """Every label's clusters from one call of the native loop, as ``_fused`` leaves them."""
+    rows, bounds = [], []
+    for label_rows in ordered:
+        bounds += [len(rows), len(rows) + len(label_rows)]
+        rows += label_rows
+    row_cluster, first, count, wsum, values = kernels.wbf_cluster(np.array(rows, dtype=np.float64), bounds,
+                                                                  iou_thr, f32_divisor)
+    models = [[] for _ in range(len(first))]
+    if conf_type in ("box_and_model_avg", "absent_model_aware_avg"):
+        for r, ci in zip(rows, row_cluster.tolist()):
+            models[ci].append(r[3])
+    out = []
+    for i, (seed, n, w, v) in enumerate(zip(first.tolist(), count.tolist(), wsum.tolist(), values.tolist())):
+        r = rows[seed]
+        if n == 1:
+            out.append((r[4:], r[1], float(r[0]), r[2], (r[3],), 1))
+        else:
+            score = _f32(r[1] if conf_type == "max" else v[4] / n)
+            out.append((v[5:], score, float(r[0]), _f32(w), models[i], n))
+    return out
 
 
 def _rows(boxes_list, scores_list, labels_list, weights, thr, weak_scalars):

@@ -1,11 +1,26 @@
-"""edge.boxes.nms against the plain greedy loop it replaced, and against torchvision where present."""
+"""edge.boxes.nms against the plain greedy loop it replaced, and against torchvision where present.
+
+Every test runs on the native NMS (edge.native, skipped when the library is
+not built) and on the numpy path (REEFWATCH_NATIVE=0).
+"""
 import numpy as np
 import pytest
 
+from edge import native
 from edge.boxes import nms
 from edge.errors import EdgeError
 
 OFFSET = np.float32(7680)
+
+
+@pytest.fixture(autouse=True, params=["native", "numpy"])
+def kernel_path(request, monkeypatch):
+    """Which NMS the test runs on."""
+    monkeypatch.setenv("REEFWATCH_NATIVE", "1" if request.param == "native" else "0")
+    if request.param == "native" and not native.available():
+        pytest.skip("edge/native library not built (python -m edge.native.build)")
+    assert (native.active() is not None) == (request.param == "native")
+    return request.param
 
 
 def reference_nms(xyxy, score, iou_thr, class_id=None, max_det=None):
@@ -26,8 +41,8 @@ def reference_nms(xyxy, score, iou_thr, class_id=None, max_det=None):
         keep.append(i)
         w = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0)
         h = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0)
-        inter = w * h
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore"):  # inf * 0 in non_finite
+            inter = w * h
             iou = inter / (area[i] + area[rest] - inter)
         order = rest[~(iou.astype(np.float64) > iou_thr)]
     return np.asarray(keep, np.int64)
@@ -92,7 +107,18 @@ def wide_boxes(rng):
         rng.integers(0, 3, n)
 
 
-CASES = [many_classes, heavy_overlap, score_ties, zero_area, one_class, chains, wide_boxes]
+def non_finite(rng):
+    """NaN and infinite coordinates: a NaN box overlaps nothing; infinite ones follow float32 rules."""
+    boxes, score, cls = heavy_overlap(rng)
+    n = len(boxes)
+    boxes[rng.integers(0, n, 100), rng.integers(0, 4, 100)] = np.nan
+    low, high = rng.integers(0, n, 50), rng.integers(0, n, 50)
+    boxes[low, rng.integers(0, 2, 50)] = -np.inf
+    boxes[high, rng.integers(2, 4, 50)] = np.inf
+    return boxes, score, cls
+
+
+CASES = [many_classes, heavy_overlap, score_ties, zero_area, one_class, chains, wide_boxes, non_finite]
 
 
 @pytest.mark.parametrize("make", CASES, ids=lambda f: f.__name__)

@@ -1,16 +1,32 @@
-"""edge.fusion: parity with ensemble_boxes 1.0.9, hand-derived tables, bad input, pixels."""
+"""edge.fusion: parity with ensemble_boxes 1.0.9, hand-derived tables, bad input, pixels.
+
+Every test runs twice: on the native clustering (edge.native, skipped when the
+library is not built; tests/test_native.py builds one where a compiler exists)
+and on the pure Python/numpy path (REEFWATCH_NATIVE=0).
+"""
 import logging
 import warnings
 
 import numpy as np
 import pytest
 
+from edge import native
 from edge.detections import Detections
 from edge.errors import EdgeError
 from edge.fusion import CONF_TYPES, FusionInputError, fuse_detections, weighted_boxes_fusion
 
 
 CASES_PER_CONF_TYPE = 300
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def kernel_path(request, monkeypatch):
+    """Which clustering loop the test runs on."""
+    monkeypatch.setenv("REEFWATCH_NATIVE", "1" if request.param == "native" else "0")
+    if request.param == "native" and not native.available():
+        pytest.skip("edge/native library not built (python -m edge.native.build)")
+    assert (native.active() is not None) == (request.param == "native")
+    return request.param
 
 
 def reference(*args, **kwargs):
@@ -268,9 +284,11 @@ def test_a_lone_box_a_merged_cluster_may_reach_is_found(lone_box, reached):
     assert got.tolist() == [False, False, reached]
 
 
-def test_a_cluster_drifting_near_a_lone_box_is_redone_and_matches_ensemble_boxes(monkeypatch):
+def test_a_cluster_drifting_near_a_lone_box_is_redone_and_matches_ensemble_boxes(monkeypatch, kernel_path):
     # This frame has a merged cluster whose members' range reaches a box the
     # pre-pass called alone (found by scanning seeds); the box goes back into the loop.
+    if kernel_path == "native":
+        pytest.skip("the lone-box pre-pass belongs to the Python path; the native loop visits every box")
     from benchmarks.fusion import yolo_lists
     import edge.fusion_cluster as fusion_cluster
     flagged = []

@@ -1,0 +1,147 @@
+"""Optional C kernels (WBF clustering, greedy NMS), loaded with ctypes.
+
+The library is ``edge/native/_reefwatch_kernels.so``, built from kernels.c by
+``python -m edge.native.build`` (the Makefile and Dockerfile.l4t run it; it
+needs only a C compiler, since ctypes needs no Python headers). Its results
+are bit-identical to the numpy/Python code in edge.fusion_cluster and
+edge.boxes, which stays the reference and the fallback: when the library is
+absent, or REEFWATCH_NATIVE=0, ``active()`` is None and callers take that path.
+Nothing is loaded, built or written at import; the first ``active()`` loads
+the library and logs at DEBUG which path is used.
+"""
+import ctypes
+import logging
+import os
+
+import numpy as np
+
+from edge.errors import EdgeError
+
+logger = logging.getLogger(__name__)
+
+LIBRARY_NAME = "_reefwatch_kernels.so"
+ABI_VERSION = 1
+_F64, _F32 = np.dtype(np.float64), np.dtype(np.float32)
+_VALUES = 9  # per WBF cluster: 4 float32 sums, sum of scores, fused box
+_state = {}  # "kernels": the loaded Kernels (or None when absent); "logged": the path logged
+
+
+class NativeError(EdgeError):
+    """The native library cannot be built or loaded, or was called with arrays it cannot take."""
+
+
+def library_path():
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY_NAME)
+
+
+def enabled():
+    """False when REEFWATCH_NATIVE=0 asks for the numpy/Python path (read on every call, for tests)."""
+    return os.environ.get("REEFWATCH_NATIVE", "1").strip() != "0"
+
+
+def active():
+    """The in-tree library's Kernels, or None for the numpy/Python path."""
+    if not enabled():
+        _log_once("off (REEFWATCH_NATIVE=0): numpy/Python path")
+        return None
+    if "kernels" not in _state:
+        path = library_path()
+        _state["kernels"] = load(path) if os.path.exists(path) else None
+    kernels = _state["kernels"]
+    _log_once("native kernels %s" % kernels.path if kernels is not None
+              else "no %s (run python -m edge.native.build): numpy/Python path" % library_path())
+    return kernels
+
+
+def available():
+    return active() is not None
+
+
+def _log_once(what):
+    if _state.get("logged") != what:
+        _state["logged"] = what
+        logger.debug("edge.native: %s", what)
+
+
+def load(path):
+    """Kernels of the library at ``path``; raises NativeError when it is not a library of ours."""
+    try:
+        lib = ctypes.CDLL(os.path.abspath(path))
+        version = lib.rw_abi_version
+    except (OSError, AttributeError) as e:
+        raise NativeError("cannot load %s: %s; rebuild it with python -m edge.native.build" % (path, e)) from e
+    version.restype = ctypes.c_int32
+    version.argtypes = []
+    if version() != ABI_VERSION:
+        raise NativeError("%s has ABI version %d, expected %d; rebuild it with python -m edge.native.build"
+                          % (path, version(), ABI_VERSION))
+    return Kernels(lib, path)
+
+
+def _pointer(array, dtype, name, ndim):
+    """The address of a C-contiguous array of ``dtype``; refuse anything else rather than copy silently."""
+    if type(array) is not np.ndarray or array.dtype != dtype or array.ndim != ndim \
+            or not array.flags.c_contiguous:
+        raise NativeError("%s must be a C-contiguous %d-d %s array, got %s" % (
+            name, ndim, np.dtype(dtype).name,
+            "%s %s" % (array.dtype, array.shape) if isinstance(array, np.ndarray) else type(array).__name__))
+    return array.__array_interface__["data"][0]
+
+
+class Kernels(object):
+    """Typed entry points of one loaded library."""
+
+    def __init__(self, lib, path):
+        self.path = path
+        p, i64, f64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int32
+        self._wbf = lib.rw_wbf_cluster
+        self._wbf.restype = i64
+        self._wbf.argtypes = [p, i64, p, i64, f64, i32, p, p, p, p, p]
+        self._nms = lib.rw_nms
+        self._nms.restype = i64
+        self._nms.argtypes = [p, i64, f64, i64, p]
+
+    def wbf_cluster(self, rows, bounds, iou_thr, f32_divisor):
+        """1.0.9's clustering of each row range of ``rows`` (edge.fusion's
+        (N, 8) float64 table, each range one label sorted by descending score, scores > 0).
+
+        ``bounds``: the ranges as a flat sequence [start0, end0, start1, ...].
+        Returns (row_cluster (N,), first, count, wsum, values (n, 9)) over the clusters
+        of these ranges, in creation order; rows outside the ranges get -1.
+        """
+        n = len(rows)
+        if rows.ndim != 2 or rows.shape[1] != 8:
+            raise NativeError("rows must have shape (N, 8), got %s" % (rows.shape,))
+        g = len(bounds)
+        # One buffer for every output (and the bounds): each array address costs a
+        # microsecond or more through numpy, as much as clustering a few boxes.
+        buf = np.empty(g + 3 * n + (1 + _VALUES) * n)
+        ints = buf[:g + 3 * n].view(np.int64)
+        ints[:g] = bounds
+        row_cluster, first, count = ints[g:g + n], ints[g + n:g + 2 * n], ints[g + 2 * n:]
+        row_cluster.fill(-1)
+        wsum = buf[g + 3 * n:g + 4 * n]
+        values = buf[g + 4 * n:].reshape(n, _VALUES)
+        base = buf.__array_interface__["data"][0]
+        got = self._wbf(_pointer(rows, _F64, "rows", 2), n, base, g // 2, float(iou_thr),
+                        int(bool(f32_divisor)), base + 8 * g, base + 8 * (g + n), base + 8 * (g + 2 * n),
+                        base + 8 * (g + 3 * n), base + 8 * (g + 4 * n))
+        _check_status(got, "rw_wbf_cluster", "iou_thr=%r" % (iou_thr,))
+        return row_cluster, first[:got], count[:got], wsum[:got], values[:got]
+
+    def nms(self, boxes, iou_thr, limit):
+        """Ranks kept by greedy NMS of ``boxes`` ((n, 4) float32, in visiting order, class-shifted)."""
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise NativeError("boxes must have shape (n, 4), got %s" % (boxes.shape,))
+        n = len(boxes)
+        keep = np.empty(n, dtype=np.int64)
+        got = self._nms(_pointer(boxes, _F32, "boxes", 2), n, float(iou_thr), int(limit), keep.__array_interface__["data"][0])
+        _check_status(got, "rw_nms", "iou_thr=%r" % (iou_thr,))
+        return keep[:got]
+
+
+def _check_status(got, function, arguments):
+    if got == -1:
+        raise MemoryError("%s could not allocate its working memory" % function)
+    if got < 0:
+        raise NativeError("%s refused its arguments (%s)" % (function, arguments))
