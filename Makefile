@@ -17,16 +17,21 @@ PYTHON36 ?= $(shell (python3.6 -c pass >/dev/null 2>&1 && command -v python3.6) 
 VENV36 := .venv36
 STAMP36 := $(VENV36)/.reefwatch-installed
 
-.PHONY: test test-py36 demo install clean
+.PHONY: test test-py36 demo install clean native
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[onnx,train,dev]'
 	mkdir -p $(YOLO_CONFIG_DIR)
+	$(BIN)/python -m edge.native.build
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The C kernels of edge/native (plain C via ctypes: one library serves .venv and .venv36).
+native: $(STAMP)
+	$(BIN)/python -m edge.native.build
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --durations=15 tests
@@ -37,6 +42,7 @@ $(STAMP36):
 	$(VENV36)/bin/pip install -q "pip==21.3.1"
 	$(VENV36)/bin/pip install -q --only-binary=:all: "numpy==1.19.5" "opencv-python-headless==4.5.5.64" \
 		"onnxruntime==1.10.0" "pytest==7.0.1" "ensemble-boxes==1.0.9" "numba==0.53.1" "pandas==1.1.5"
+	test -f edge/native/_reefwatch_kernels.so || $(VENV36)/bin/python -m edge.native.build
 	touch $(STAMP36)
 
 test-py36:

@@ -283,7 +283,7 @@ int64_t rw_nms(const float *boxes, int64_t n, double iou_thr, int64_t limit, int
     x1_rank *by_x;
     float *area, *sx2, *chunk_x2;
     unsigned char *dead;
-    int64_t *pos, n_proper = 0, n_chunks, i, kept = 0;
+    int64_t *pos, n_proper = 0, i, kept = 0;
     if (n < 0 || !(iou_thr >= 0)) return RW_ERR_ARG;
     if (n == 0 || limit <= 0) return 0;
     by_x = (x1_rank *)malloc((size_t)n * sizeof(x1_rank));
@@ -307,7 +307,6 @@ int64_t rw_nms(const float *boxes, int64_t n, double iou_thr, int64_t limit, int
         }
     }
     qsort(by_x, (size_t)n_proper, sizeof(x1_rank), cmp_x1);
-    n_chunks = (n_proper + NMS_CHUNK - 1) / NMS_CHUNK;
     for (i = 0; i < n_proper; i++) {
         float x2 = boxes[4 * by_x[i].rank + 2];
         pos[by_x[i].rank] = i;
