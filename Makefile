@@ -42,7 +42,7 @@ $(STAMP36):
 	$(VENV36)/bin/pip install -q "pip==21.3.1"
 	$(VENV36)/bin/pip install -q --only-binary=:all: "numpy==1.19.5" "opencv-python-headless==4.5.5.64" \
 		"onnxruntime==1.10.0" "pytest==7.0.1" "ensemble-boxes==1.0.9" "numba==0.53.1" "pandas==1.1.5"
-	test -f edge/native/_reefwatch_kernels.so || $(VENV36)/bin/python -m edge.native.build
+	test -f edge/native/lib/_reefwatch_kernels.so || $(VENV36)/bin/python -m edge.native.build
 	touch $(STAMP36)
 
 test-py36:

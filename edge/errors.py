@@ -47,3 +47,11 @@ class StoreError(EdgeError):
 
 class TruncatedImage(FrameError):
     """An image file ends before its format's end marker (cut while being written or copied)."""
+
+
+class NativeError(EdgeError):
+    """The native kernels (edge/native) cannot be built or loaded, or were given arrays they cannot take."""
+
+
+class FusionInputError(EdgeError, ValueError):
+    """Bad input to box fusion; a ``ValueError`` so drop-in callers can catch it."""

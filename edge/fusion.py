@@ -37,7 +37,7 @@ import logging
 import numpy as np
 
 from edge.detections import Detections
-from edge.errors import EdgeError
+from edge.errors import FusionInputError  # noqa: F401 (importable from here, as before)
 from edge.fusion_cluster import cluster_rows
 from edge.fusion_small import MAX_BOXES, fuse_small
 
@@ -46,10 +46,6 @@ logger = logging.getLogger(__name__)
 CONF_TYPES = ("avg", "max", "box_and_model_avg", "absent_model_aware_avg")
 
 _F32_MAX = float(np.finfo(np.float32).max)
-
-
-class FusionInputError(EdgeError, ValueError):
-    """Bad input to box fusion; a ``ValueError`` so drop-in callers can catch it."""
 
 
 def weighted_boxes_fusion(boxes_list, scores_list, labels_list, weights=None, iou_thr=0.55,

@@ -1,6 +1,6 @@
 """Optional C kernels (WBF clustering, greedy NMS), loaded with ctypes.
 
-The library is ``edge/native/_reefwatch_kernels.so``, built from kernels.c by
+The library is ``edge/native/lib/_reefwatch_kernels.so``, built from kernels.c by
 ``python -m edge.native.build`` (the Makefile and Dockerfile.l4t run it; it
 needs only a C compiler, since ctypes needs no Python headers). Its results
 are bit-identical to the numpy/Python code in edge.fusion_cluster and
@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from edge.errors import EdgeError
+from edge.errors import NativeError
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +26,10 @@ _VALUES = 9  # per WBF cluster: 4 float32 sums, sum of scores, fused box
 _state = {}  # "kernels": the loaded Kernels (or None when absent); "logged": the path logged
 
 
-class NativeError(EdgeError):
-    """The native library cannot be built or loaded, or was called with arrays it cannot take."""
-
-
 def library_path():
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY_NAME)
+    # In a folder that is no package: a .so beside the modules would look like an
+    # extension module to pkgutil and importlib.
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib", LIBRARY_NAME)
 
 
 def enabled():

@@ -44,6 +44,8 @@ def build(out_path=None, cc=None):
                           "or set CC" % (cc or os.environ.get("CC") or "cc"))
     out_path = os.path.abspath(out_path or library_path())
     folder = os.path.dirname(out_path)
+    if not os.path.isdir(folder):
+        os.makedirs(folder)
     fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=folder)
     os.close(fd)
     command = compile_command(compiler, tmp)
@@ -63,7 +65,7 @@ def build(out_path=None, cc=None):
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m edge.native.build", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", help="library path (default: edge/native/%s)" % LIBRARY_NAME)
+    parser.add_argument("--out", help="library path (default: edge/native/lib/%s)" % LIBRARY_NAME)
     parser.add_argument("--cc", help="compiler command (default: $CC, else cc)")
     return parser
 
