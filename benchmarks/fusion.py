@@ -1,4 +1,4 @@
-"""Time edge.fusion.weighted_boxes_fusion against ensemble_boxes 1.0.9, per input shape.
+"""Time edge.fusion.weighted_boxes_fusion (native and pure Python) against ensemble_boxes 1.0.9.
 
     python -m benchmarks.fusion [--repeats N] [--seed S] [--conf-types ...] [--target X]
 
@@ -12,17 +12,22 @@ Shapes (all synthetic and deterministic for a seed):
 - "stage2": the second stage, 3 lists of fused model outputs (few boxes each);
 - "small": 1 to 10 boxes, where per-call cost dominates;
 - "ensemble": the earlier shapes (21 lists x 100 boxes, 72 lists x 24 boxes).
-Outputs are checked to be bit-identical before anything is timed. Each line
-gives the median of interleaved runs and PASS or MISS against --target.
+Outputs of both paths are checked to be bit-identical to ensemble_boxes before
+anything is timed. Each line gives the median of interleaved runs of 1.0.9, our
+pure Python/numpy path (REEFWATCH_NATIVE=0) and our native path (edge.native,
+"-" when the library is not built), and PASS or MISS of the path edge.fusion
+uses (native where built) against --target.
 """
 import argparse
 import logging
+import os
 import sys
 import time
 import warnings
 
 import numpy as np
 
+from edge import native
 from edge.fusion import weighted_boxes_fusion
 
 CONF_TYPES = ("avg", "max", "box_and_model_avg", "absent_model_aware_avg")
@@ -140,11 +145,14 @@ def cases(rng):
     ]
 
 
-def median_times_s(functions, repeats, min_s=0.02):
+def median_times_s(functions, repeats, min_s=0.02, setups=None):
     """Median wall time of each function, runs interleaved so load on the host hits all alike;
-    a run of a fast function repeats it until it takes min_s."""
+    a run of a fast function repeats it until it takes min_s. ``setups[i]()`` runs
+    before each run of function i, untimed."""
+    setups = setups or [lambda: None] * len(functions)
     loops = []
-    for fn in functions:
+    for fn, setup in zip(functions, setups):
+        setup()
         start, n = time.perf_counter(), 0
         while time.perf_counter() - start < min_s or n == 0:
             fn()
@@ -152,12 +160,20 @@ def median_times_s(functions, repeats, min_s=0.02):
         loops.append(n)
     times = [[] for _ in functions]
     for _ in range(repeats):
-        for fn, n, runs in zip(functions, loops, times):
+        for fn, setup, n, runs in zip(functions, setups, loops, times):
+            setup()
             start = time.perf_counter()
             for _ in range(n):
                 fn()
             runs.append((time.perf_counter() - start) / n)
     return [float(np.median(runs)) for runs in times]
+
+
+def use_native(on):
+    """A setup that switches edge's kernels on or off for the runs that follow."""
+    def setup():
+        os.environ["REEFWATCH_NATIVE"] = "1" if on else "0"
+    return setup
 
 
 def same_output(a, b):
@@ -184,22 +200,34 @@ def main(argv=None):
     warnings.simplefilter("ignore")  # 1.0.9 warns once per clipped box
     logging.getLogger("edge.fusion").disabled = True  # and we once per call (zero-area boxes after clipping)
     rng = np.random.default_rng(args.seed)
-    print("%-22s %-22s %6s %12s %10s %9s" % ("case", "conf_type", "boxes", "ensemble ms", "ours ms", "speed-up"))
+    os.environ["REEFWATCH_NATIVE"] = "1"
+    built = native.available()
+    print("native kernels: %s" % (native.library_path() if built else "not built (python -m edge.native.build)"))
+    print("%-22s %-22s %6s %12s %10s %10s %8s %8s" % ("case", "conf_type", "boxes", "ensemble ms", "python ms",
+                                                      "native ms", "python", "native"))
     misses = 0
+    paths = [True, False] if built else [False]
     for name, lists, kwargs in cases(rng):
         for conf_type in args.conf_types:
             call = dict(kwargs, conf_type=conf_type)
-            if not same_output(reference(*lists, **call), weighted_boxes_fusion(*lists, **call)):
-                print("%s, %s: output differs from ensemble_boxes" % (name, conf_type), file=sys.stderr)
-                return 1
-            ref_s, our_s = median_times_s([lambda: reference(*lists, **call),
-                                           lambda: weighted_boxes_fusion(*lists, **call)], args.repeats)
-            ratio = ref_s / our_s
+            expected = reference(*lists, **call)
+            for on in paths:
+                use_native(on)()
+                if not same_output(expected, weighted_boxes_fusion(*lists, **call)):
+                    print("%s, %s: %s output differs from ensemble_boxes" % (name, conf_type,
+                          "native" if on else "python"), file=sys.stderr)
+                    return 1
+            ours = lambda: weighted_boxes_fusion(*lists, **call)  # noqa: E731
+            timed = median_times_s([lambda: reference(*lists, **call)] + [ours] * len(paths), args.repeats,
+                                   setups=[lambda: None] + [use_native(on) for on in paths])
+            ref_s, our = timed[0], dict(zip(paths, timed[1:]))
+            ratio = ref_s / our[built]
             misses += ratio < args.target
-            print("%-22s %-22s %6d %12.3f %10.3f %8.1fx %s"
-                  % (name, conf_type, sum(len(b) for b in lists[0]), ref_s * 1e3, our_s * 1e3, ratio,
-                     "PASS" if ratio >= args.target else "MISS"))
-    print("%d case(s) below %.0fx" % (misses, args.target))
+            print("%-22s %-22s %6d %12.3f %10.3f %10s %7.1fx %8s %s"
+                  % (name, conf_type, sum(len(b) for b in lists[0]), ref_s * 1e3, our[False] * 1e3,
+                     "%.3f" % (our[True] * 1e3) if built else "-", ref_s / our[False],
+                     "%.1fx" % ratio if built else "-", "PASS" if ratio >= args.target else "MISS"))
+    print("%d case(s) below %.0fx (%s path)" % (misses, args.target, "native" if built else "python"))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Time decode_head (candidate selection + class-aware NMS) against the greedy loop it replaced.
+"""Time decode_head (candidate selection + class-aware NMS) and nms alone: native, numpy, old greedy loop.
 
     python -m benchmarks.nms [--repeats N] [--seed S] [--conf C]
 
@@ -7,16 +7,20 @@ anchors) shaped like a trained model's at a low threshold: a few objects per
 view, each lighting up the anchors near its centre on all three strides with
 jittered copies of its box, and background anchors whose per-class scores are
 log-normal, so that a set fraction of anchors passes conf 0.001 with
-anchor-sized boxes of a random class. The new decoding is checked to give
-exactly the old one's boxes before anything is timed.
+anchor-sized boxes of a random class. The new decoding, on the native NMS
+(edge.native, "-" when the library is not built) and on the numpy one
+(REEFWATCH_NATIVE=0), is checked to give exactly the old one's boxes before
+anything is timed. Figures are medians of interleaved runs.
 """
 import argparse
+import os
 import sys
 import time
 
 import numpy as np
 
-from edge.boxes import box_iou, xywh_to_xyxy
+from edge import native
+from edge.boxes import box_iou, nms, xywh_to_xyxy
 from edge.decode import decode_head
 from edge.detections import Detections
 
@@ -107,14 +111,34 @@ def old_greedy_nms(xyxy, score, iou_thr, class_id, max_det):
 
 
 def median_times_s(functions, repeats):
-    """Median wall time of each function, runs interleaved so load on the host hits all alike."""
+    """Median wall time of each function, runs interleaved so load on the host hits all alike.
+    A function may be a (setup, fn) pair: setup runs untimed before each run."""
     times = [[] for _ in functions]
     for _ in range(repeats):
         for slot, fn in zip(times, functions):
+            setup, fn = fn if isinstance(fn, tuple) else (None, fn)
+            if setup is not None:
+                setup()
             start = time.perf_counter()
             fn()
             slot.append(time.perf_counter() - start)
     return [float(np.median(t)) for t in times]
+
+
+def use_native(on):
+    def setup():
+        os.environ["REEFWATCH_NATIVE"] = "1" if on else "0"
+    return setup
+
+
+def nms_inputs(head, num_classes, conf_thr):
+    """Per view, the (xyxy, score, class_id) decode_head hands to nms."""
+    out = []
+    for image in head:
+        best = image[4:].max(axis=0)
+        picked = image[:, best > conf_thr]
+        out.append((xywh_to_xyxy(picked[:4].T), best[best > conf_thr], picked[4:].argmax(axis=0)))
+    return out
 
 
 def build_parser():
@@ -128,21 +152,46 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     rng = np.random.default_rng(args.seed)
+    os.environ["REEFWATCH_NATIVE"] = "1"
+    built = native.available()
+    paths = [True, False] if built else [False]
+    print("native kernels: %s" % (native.library_path() if built else "not built (python -m edge.native.build)"))
     print("decode_head at conf %g, iou 0.7, max_det 300 (median of %d, per TTA batch)" % (args.conf, args.repeats))
     for name, size, nc, views, objects, fraction in CASES:
         head = synthetic_head(rng, size, nc, views, objects, fraction)
-        new = decode_head(head, nc, conf_thr=args.conf)
         old = old_decode_head(head, nc, conf_thr=args.conf)
-        if new != old:
-            print("%s: new decoding differs from the old one; not timed" % name)
-            return 1
+        for on in paths:
+            use_native(on)()
+            if decode_head(head, nc, conf_thr=args.conf) != old:
+                print("%s: new decoding (%s) differs from the old one; not timed"
+                      % (name, "native" if on else "numpy"))
+                return 1
+        new = decode_head(head, nc, conf_thr=args.conf)
         candidates = (head[:, 4:].max(axis=1) > args.conf).sum(axis=1)
-        old_s, new_s = median_times_s([lambda: old_decode_head(head, nc, args.conf),
-                                       lambda: decode_head(head, nc, conf_thr=args.conf)], args.repeats)
         print("%s: candidates per view %d-%d, kept per view %d-%d" % (
             name, candidates.min(), candidates.max(), min(map(len, new)), max(map(len, new))))
-        print("  old greedy %8.2f ms   new %7.2f ms   speed-up x%.1f   (new: %.3f ms per view)" % (
-            1e3 * old_s, 1e3 * new_s, old_s / new_s, 1e3 * new_s / views))
+        views_in = nms_inputs(head, nc, args.conf)
+
+        def nms_all():
+            for xyxy, score, cls in views_in:
+                nms(xyxy, score, 0.7, class_id=cls, max_det=300)
+
+        def old_nms_all():
+            for xyxy, score, cls in views_in:
+                old_greedy_nms(xyxy, score, 0.7, cls, 300)
+
+        timed = median_times_s(
+            [lambda: old_decode_head(head, nc, args.conf), old_nms_all]
+            + [(use_native(on), lambda: decode_head(head, nc, conf_thr=args.conf)) for on in paths]
+            + [(use_native(on), nms_all) for on in paths], args.repeats)
+        old_decode_s, old_nms_s = timed[:2]
+        decode_s = dict(zip(paths, timed[2:2 + len(paths)]))
+        nms_s = dict(zip(paths, timed[2 + len(paths):]))
+        for what, old_s, ours in (("decode_head", old_decode_s, decode_s), ("nms alone", old_nms_s, nms_s)):
+            print("  %-11s old greedy %8.2f ms   numpy %7.2f ms (x%.1f)   native %s" % (
+                what, 1e3 * old_s, 1e3 * ours[False], old_s / ours[False],
+                "%7.2f ms (x%.1f, %.3f ms per view)" % (1e3 * ours[True], old_s / ours[True], 1e3 * ours[True] / views)
+                if built else "-"))
     return 0
 
 
