@@ -102,10 +102,15 @@ def letterbox_image(image, geometry):
     if (image.shape[1], image.shape[0]) != (g.new_w, g.new_h):
         image = cv2.resize(image, (g.new_w, g.new_h), interpolation=cv2.INTER_LINEAR)
     canvas = np.full((g.in_h, g.in_w, 3), PAD_VALUE, dtype=np.uint8)
+    _paste(canvas, image, g)
+    return canvas
+
+
+def _paste(canvas, resized, g):
+    """Place an image already resized to (new_w, new_h) into the canvas at the geometry's offset, cropping."""
     x0, y0 = max(g.left, 0), max(g.top, 0)
     x1, y1 = min(g.left + g.new_w, g.in_w), min(g.top + g.new_h, g.in_h)
-    canvas[y0:y1, x0:x1] = image[y0 - g.top:y1 - g.top, x0 - g.left:x1 - g.left]
-    return canvas
+    canvas[y0:y1, x0:x1] = resized[y0 - g.top:y1 - g.top, x0 - g.left:x1 - g.left]
 
 
 def _rotate_boxes_ccw(xyxy, k, w, h):
@@ -171,7 +176,17 @@ def prepare_views(frame, plan, in_w, in_h):
     check_frame(frame)
     frame_h, frame_w = frame.shape[:2]
     transforms = [view_transform(frame_w, frame_h, v, in_w, in_h) for v in plan]
-    canvases = np.stack([letterbox_image(orient_image(frame, t.view), t.geometry) for t in transforms])
+    canvases = np.full((len(transforms), in_h, in_w, 3), PAD_VALUE, dtype=np.uint8)
+    # Resize the frame once per size and orient the small image: flips and quarter turns commute with
+    # a bilinear resize to the swapped size, and turning a 1024 px frame costs more than the resize.
+    resized = {}
+    for canvas, t in zip(canvases, transforms):
+        g = t.geometry
+        size = (g.new_h, g.new_w) if t.view.rot90 % 2 else (g.new_w, g.new_h)  # unturned (width, height)
+        if size not in resized:
+            resized[size] = frame if size == (frame_w, frame_h) else cv2.resize(
+                frame, size, interpolation=cv2.INTER_LINEAR)
+        _paste(canvas, orient_image(resized[size], t.view), g)
     return images_to_batch(canvases), transforms
 
 

@@ -1,10 +1,11 @@
+import cv2
 import numpy as np
 import pytest
 
 from edge.detections import Detections
 from edge.errors import ConfigError, FrameError
-from edge.tta import (PRESETS, VIEWS, boxes_to_frame, boxes_to_input, detections_to_frame, letterbox_geometry,
-                      prepare_views, view_plan, view_transform)
+from edge.tta import (PRESETS, VIEWS, boxes_to_frame, boxes_to_input, detections_to_frame, images_to_batch,
+                      letterbox_geometry, letterbox_image, orient_image, prepare_views, view_plan, view_transform)
 
 
 @pytest.mark.parametrize("preset,count", [("none", 1), ("flip", 2), ("full", 7)])
@@ -102,3 +103,17 @@ def test_identity_matches_ultralytics_letterbox():
 
 def test_presets_are_named_views():
     assert all(name in VIEWS for names in PRESETS.values() for name in names)
+
+
+@pytest.mark.parametrize("frame_hw, in_wh", [((768, 1024), (320, 320)), ((768, 1024), (320, 256)),
+                                             ((301, 517), (160, 224)), ((64, 48), (96, 96))])
+def test_views_resized_once_then_turned_match_turning_the_frame_first(frame_hw, in_wh):
+    """prepare_views resizes the frame once per size and flips/turns the small image; the pixels match
+    turning the full frame first within the fixed-point rounding of cv2's bilinear resize (1 grey level)."""
+    rng = np.random.RandomState(0)
+    frame = cv2.GaussianBlur(rng.randint(0, 256, frame_hw + (3,)).astype(np.uint8), (5, 5), 0)
+    batch, transforms = prepare_views(frame, view_plan("full"), *in_wh)
+    reference = images_to_batch(np.stack([letterbox_image(orient_image(frame, t.view), t.geometry)
+                                          for t in transforms]))
+    assert batch.shape == reference.shape
+    assert np.abs(batch - reference).max() * 255 <= 1.0 + 1e-4
