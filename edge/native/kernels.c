@@ -7,6 +7,7 @@
  * as Python and numpy round it.
  */
 #include <stdint.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -325,6 +326,34 @@ int64_t rw_nms(const float *boxes, int64_t n, double iou_thr, int64_t limit, int
         while (lo < hi) {
             int64_t mid = lo + (hi - lo) / 2;
             if (by_x[mid].x1 < b[2]) lo = mid + 1; else hi = mid;
+        }
+        if (iou_thr > 0.0) {
+            /* IoU <= IoU of the x-intervals = ox / (ox + |dx1| + |dx2|), so IoU > t needs
+             * |x1_j - x1_b| < w_b (1 - t) / t: only x1 in that window can be suppressed.
+             * The window is widened by 1% and a relative 1e-4 to cover float32 rounding. */
+            double w = (double)b[2] - (double)b[0];
+            double reach = w * (1.0 - iou_thr) / iou_thr * 1.01 + 1e-4 * (fabs((double)b[0]) + 1.0);
+            double from = (double)b[0] - reach, to = (double)b[0] + reach;
+            int64_t a = 0, z = pos[i], p;
+            while (a < z) {
+                int64_t mid = a + (z - a) / 2;
+                if ((double)by_x[mid].x1 <= from) a = mid + 1; else z = mid;
+            }
+            for (p = a; p < hi && (double)by_x[p].x1 < to; p++) {
+                int64_t j = by_x[p].rank;
+                const float *o;
+                float ww, hh, inter, ovr;
+                if (j <= i || dead[j]) continue;
+                o = boxes + 4 * j;
+                ww = (b[2] < o[2] ? b[2] : o[2]) - (b[0] > o[0] ? b[0] : o[0]);
+                hh = (b[3] < o[3] ? b[3] : o[3]) - (b[1] > o[1] ? b[1] : o[1]);
+                ww = ww > 0.0f ? ww : 0.0f;
+                hh = hh > 0.0f ? hh : 0.0f;
+                inter = ww * hh;
+                ovr = inter / (area[i] + area[j] - inter);
+                if ((double)ovr > iou_thr) dead[j] = 1;
+            }
+            continue;
         }
         for (ch = 0; ch * NMS_CHUNK < hi; ch++) {
             int64_t p, p_end = (ch + 1) * NMS_CHUNK < hi ? (ch + 1) * NMS_CHUNK : hi;
