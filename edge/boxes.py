@@ -6,7 +6,7 @@ from edge.errors import EdgeError
 
 # Class-aware NMS shifts each class into its own region of the plane, as
 # ultralytics does, so one IoU computation never mixes classes.
-_CLASS_OFFSET_PX = 7680.0
+CLASS_OFFSET_PX = _CLASS_OFFSET_PX = 7680.0
 # nms settles boxes in blocks of at most _MAX_BLOCK boxes and _PAIR_BUDGET
 # candidate pairs (a few MB of temporaries), shrinking a block down to
 # _MIN_BLOCK boxes (at most 2,016 pairs) to meet the budget, and checks a block

@@ -223,3 +223,21 @@ def test_multi_label_keeps_every_class_above_the_threshold():
     assert sorted(single.class_id.tolist()) == [0, 2]
     assert multi.class_id.tolist() == [0, 1, 2] and multi.score.tolist() == pytest.approx([0.6, 0.3, 0.2])
     assert multi.extras["class_scores"].shape == (3, 3)
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+@pytest.mark.parametrize("conf", [0.001, 0.01, 0.25])
+@pytest.mark.parametrize("shape", REALISTIC)
+def test_a_batch_of_views_decodes_as_each_view_alone(multi_label, conf, shape):
+    """With the native kernels a batch (the views of a frame) is decoded in one pass and one NMS call;
+    the result must be each image's own decoding, bit for bit."""
+    from edge import native
+
+    if native.active() is None:
+        pytest.skip("the native kernels are not built (python -m edge.native.build)")
+    raw = _realistic(*shape, seed=3)
+    nc = shape[1]
+    together = decode_head(raw, nc, conf_thr=conf, multi_label=multi_label, class_scores=True)
+    for i, mine in enumerate(together):
+        alone = decode_head(raw[i:i + 1], nc, conf_thr=conf, multi_label=multi_label, class_scores=True)[0]
+        assert mine == alone and np.array_equal(mine.extras["class_scores"], alone.extras["class_scores"])

@@ -20,7 +20,7 @@ from edge.errors import NativeError
 logger = logging.getLogger(__name__)
 
 LIBRARY_NAME = "_reefwatch_kernels.so"
-ABI_VERSION = 1
+ABI_VERSION = 2
 _F64, _F32 = np.dtype(np.float64), np.dtype(np.float32)
 _VALUES = 9  # per WBF cluster: 4 float32 sums, sum of scores, fused box
 _state = {}  # "kernels": the loaded Kernels (or None when absent); "logged": the path logged
@@ -98,6 +98,9 @@ class Kernels(object):
         self._nms = lib.rw_nms
         self._nms.restype = i64
         self._nms.argtypes = [p, i64, f64, i64, p]
+        self._nms_segments = lib.rw_nms_segments
+        self._nms_segments.restype = i64
+        self._nms_segments.argtypes = [p, p, i64, f64, i64, p, p]
 
     def wbf_cluster(self, rows, bounds, iou_thr, f32_divisor):
         """1.0.9's clustering of each row range of ``rows`` (edge.fusion's
@@ -136,6 +139,26 @@ class Kernels(object):
         got = self._nms(_pointer(boxes, _F32, "boxes", 2), n, float(iou_thr), int(limit), keep.__array_interface__["data"][0])
         _check_status(got, "rw_nms", "iou_thr=%r" % (iou_thr,))
         return keep[:got]
+
+
+    def nms_segments(self, boxes, bounds, iou_thr, limit):
+        """`nms` of each segment boxes[bounds[s]:bounds[s + 1]] on its own, in one call.
+
+        Returns (kept ranks, absolute and ascending within each segment, kept count per segment).
+        """
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise NativeError("boxes must have shape (n, 4), got %s" % (boxes.shape,))
+        bounds = np.ascontiguousarray(bounds, dtype=np.int64)
+        if bounds.ndim != 1 or len(bounds) < 1 or bounds[0] != 0 or bounds[-1] != len(boxes) or np.any(
+                np.diff(bounds) < 0):
+            raise NativeError("bounds must rise from 0 to %d, got %s" % (len(boxes), bounds.tolist()))
+        keep = np.empty(len(boxes), dtype=np.int64)
+        counts = np.zeros(len(bounds) - 1, dtype=np.int64)
+        got = self._nms_segments(_pointer(boxes, _F32, "boxes", 2), bounds.__array_interface__["data"][0],
+                                 len(bounds) - 1, float(iou_thr), int(limit), keep.__array_interface__["data"][0],
+                                 counts.__array_interface__["data"][0])
+        _check_status(got, "rw_nms_segments", "iou_thr=%r" % (iou_thr,))
+        return keep[:got], counts
 
 
 def _check_status(got, function, arguments):

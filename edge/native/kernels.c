@@ -378,8 +378,27 @@ int64_t rw_nms(const float *boxes, int64_t n, double iou_thr, int64_t limit, int
     return kept;
 }
 
+/* rw_nms over consecutive segments of `boxes` (bounds: nseg + 1 offsets), each on its own: the views
+ * of one batch in one call. keep receives each segment's kept ranks (absolute, ascending) one segment
+ * after the other; counts[s] how many segment s kept. Returns the total, or a negative error. */
+int64_t rw_nms_segments(const float *boxes, const int64_t *bounds, int64_t nseg, double iou_thr, int64_t limit,
+                        int64_t *keep, int64_t *counts)
+{
+    int64_t s, total = 0;
+    for (s = 0; s < nseg; s++) {
+        int64_t start = bounds[s], n = bounds[s + 1] - bounds[s], k, got;
+        if (start < 0 || n < 0) return RW_ERR_ARG;
+        got = rw_nms(boxes + 4 * start, n, iou_thr, limit, keep + total);
+        if (got < 0) return got;
+        for (k = 0; k < got; k++) keep[total + k] += start;
+        counts[s] = got;
+        total += got;
+    }
+    return total;
+}
+
 /* Lets the loader check that it loaded the library it was written for. */
 int32_t rw_abi_version(void)
 {
-    return 1;
+    return 2;
 }
