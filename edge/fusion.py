@@ -214,11 +214,14 @@ def _fix_boxes(boxes):
 
 
 def _warn_fixes(counts):
+    """One warning per call for boxes that had to be fixed; zero-area boxes alone only at DEBUG: the
+    pipeline clips each view's boxes to the frame, and a box wholly off a cropped view ends with no area."""
     parts = ["%d boxes had %s" % (n, what) for n, what in zip(counts[:-1], _BOX_FIXES) if n]
-    if counts[-1]:
-        parts.append("%d zero-area boxes were skipped" % counts[-1])
+    skipped = "%d zero-area boxes were skipped" % counts[-1] if counts[-1] else ""
     if parts:
-        logger.warning("weighted_boxes_fusion: %s", "; ".join(parts))
+        logger.warning("weighted_boxes_fusion: %s", "; ".join(parts + ([skipped] if skipped else [])))
+    elif skipped:
+        logger.debug("weighted_boxes_fusion: %s", skipped)
 
 
 def _sort_by_label_and_score(table):
