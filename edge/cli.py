@@ -1,7 +1,8 @@
 """`python -m edge` / `reefwatch-edge`: bundle, detect, power, serve.
 
-Each command is an (add_parser, run) pair; main() turns EdgeError into a
-one-line message and exit status 2, never a traceback for bad input.
+Each command is an (add_parser, run) pair; main() turns EdgeError and
+argparse's usage errors into one line on stderr ("reefwatch-edge COMMAND:
+error: ...") and exit status 2, never a traceback for bad input.
 """
 import argparse
 import logging
@@ -32,16 +33,16 @@ def _add_bundle(subparsers):
                             "a categories map, e.g. shark,stingray")
     build.add_argument("--important", default="", metavar="NAMES", help="likewise, the important classes")
     build.add_argument("--tta", default="full", help="none, flip, full or a comma-separated view list")
-    build.add_argument("--imgsz", type=int, default=None,
+    build.add_argument("--imgsz", type=number_type(1, integer=True), default=None,
                        help="input size of models exported with a dynamic size (checked against fixed ones)")
     build.add_argument("--target", default="x86-cpu", choices=("jetson-nano", "x86-cpu", "gpu-server"))
-    build.add_argument("--decode-thr", type=float, default=0.01,
+    build.add_argument("--decode-thr", type=SCORE, default=0.01,
                        help="per-model decode threshold feeding fusion (default 0.01)")
     build.add_argument("--operating-thr", action="append", default=[], metavar="PROFILE=SCORE",
                        help="operating threshold of an inference profile (single, ensemble, ensemble_flip, "
                             "ensemble_full), repeatable; default: single = the balanced variant's 0.25, "
                             "fused profiles 0.15")
-    build.add_argument("--iou", type=float, default=0.7, help="per-model NMS IoU threshold")
+    build.add_argument("--iou", type=SCORE, default=0.7, help="per-model NMS IoU threshold")
     build.add_argument("--single-label", action="store_true",
                        help="decode only each anchor's best class (ultralytics predict), not every class above the "
                             "decode threshold (ultralytics val, the default)")
@@ -50,6 +51,34 @@ def _add_bundle(subparsers):
     verify.add_argument("bundle", help="bundle folder or .tar.gz")
     verify.add_argument("--backend", default="onnxruntime", choices=BACKENDS,
                         help="backend to run each model once on (checks outputs against the classes)")
+
+
+def number_type(minimum=None, maximum=None, integer=False, strict_minimum=False):
+    """An argparse `type=`: a finite number within bounds, else a one-line usage error naming the flag.
+
+    argparse's own float() takes 'nan' and 'inf', which would pass every later comparison.
+    """
+    bounds = []
+    if minimum is not None:
+        bounds.append(("> %g" if strict_minimum else ">= %g") % minimum)
+    if maximum is not None:
+        bounds.append("<= %g" % maximum)
+    expected = "a finite %s%s" % ("integer" if integer else "number", " " + " and ".join(bounds) if bounds else "")
+
+    def parse(text):
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("'%s' is not %s" % (text, "an integer" if integer else "a number"))
+        too_low = minimum is not None and (value <= minimum if strict_minimum else value < minimum)
+        if value != value or value in (float("inf"), float("-inf")) or too_low or (
+                maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError("%s: expected %s" % (text, expected))
+        return value
+    return parse
+
+
+SCORE = number_type(0.0, 1.0)
 
 
 def _names(text):
@@ -121,11 +150,11 @@ def _add_detect(subparsers):
     detect.add_argument("--backend", default="auto", choices=BACKENDS)
     detect.add_argument("--save-images", default=None, metavar="DIR",
                         help="folder (created if absent) for frames with boxes drawn")
-    detect.add_argument("--draw-thr", type=float, default=0.25, help="draw boxes scoring at least this")
+    detect.add_argument("--draw-thr", type=SCORE, default=0.25, help="draw boxes scoring at least this")
     detect.add_argument("--all-scores", action="store_true",
                         help="write every fused box above the decode threshold with its calibrated score, not only "
                              "what the device reports (for COCO evaluation)")
-    detect.add_argument("--decode-thr", type=float, default=None,
+    detect.add_argument("--decode-thr", type=SCORE, default=None,
                         help="decode threshold of every model (default: the bundle's); e.g. 0.001 with --all-scores")
     detect.add_argument("--coco-gt", default=None, metavar="INSTANCES.json",
                         help="take image_id and category_id from this COCO ground truth, by file and class name")
@@ -158,7 +187,8 @@ def _run_detect(args, out):
     for note in summary.get("warnings", ()):
         write("  warning: %s\n" % note)
     if summary["frames"] == 0:
-        sys.stderr.write("error: no frame of %s could be read; the results are empty\n" % display_name(args.source))
+        sys.stderr.write("reefwatch-edge detect: error: no frame of %s could be read; the results are empty\n"
+                         % display_name(args.source))
         return 2
     return 0
 
@@ -203,8 +233,31 @@ COMMANDS = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line naming the bad argument (the usage is behind --help).
+
+    Subparsers are made with the parent's class, so every command's errors are one line too.
+    """
+
+    def error(self, message):
+        self.exit(2, printable("%s: error: %s (see %s --help)\n" % (self.prog, one_line(message), self.prog)))
+
+
+def one_line(text):
+    """Text on one line: ONNX Runtime, JSON and OpenCV messages may span several."""
+    return " ".join(str(text).split())
+
+
+def printable(text):
+    """Text any UTF-8 stream can take: undecodable file-name bytes (surrogate-escaped) shown as \\xNN."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte, e.g. from a JSON "\\ud800"
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="reefwatch-edge", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="reefwatch-edge", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="{%s}" % ",".join(sorted(COMMANDS)))
     subparsers.required = True
@@ -214,15 +267,20 @@ def build_parser():
 
 
 def main(argv=None, out=None):
+    """Parse and run one command; 0 on success, 2 on a bad input or argument (one line on stderr)."""
     out = out or sys.stdout
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse has printed the help (0) or its one-line error (2) already
+        return e.code if isinstance(e.code, int) else 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    name = " ".join(n for n in (args.command, getattr(args, "bundle_command", None)) if n)
     try:
         return COMMANDS[args.command][1](args, out)
     except EdgeError as e:
-        sys.stderr.write("error: %s\n" % e)
+        sys.stderr.write(printable("reefwatch-edge %s: error: %s\n" % (name, one_line(e))))
         return 2
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
+        sys.stderr.write("reefwatch-edge %s: interrupted\n" % name)
         return 130

@@ -22,11 +22,15 @@ from edge.profiles import DEFAULT_PROFILE_ORDER, PROFILES, check_band
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2
+MAX_BYTES = 2 ** 63 - 1  # what os.statvfs and SQLite count in
+_INF = float("inf")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def _fail(key, value, expected):
-    raise ConfigError("config {}={!r}: expected {}".format(key, value, expected))
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:40] + "...(%d characters)" % len(shown)
+    raise ConfigError("config {}={}: expected {}".format(key, shown, expected))
 
 
 def _number(key, value, minimum=None, maximum=None, strict=False, integer=False):
@@ -36,8 +40,10 @@ def _number(key, value, minimum=None, maximum=None, strict=False, integer=False)
             value = int(value) if integer else float(value)
         except ValueError:
             _fail(key, value, kind)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         _fail(key, value, kind)
+    if value != value or value in (_INF, -_INF):  # NaN passes every bound check below, inf most
+        _fail(key, value, "a finite " + kind.split()[1])
     if integer and value != int(value):
         _fail(key, value, kind)
     too_low = minimum is not None and (value <= minimum if strict else value < minimum)
@@ -65,7 +71,7 @@ def _hours(key, value):
 
 
 def _bytes(key, value):
-    return _number(key, value, minimum=0, integer=True)
+    return _number(key, value, minimum=0, maximum=MAX_BYTES, integer=True)
 
 
 def _optional(check):
@@ -254,14 +260,35 @@ def default_values():
     return dict((name, list(default) if isinstance(default, list) else default) for name, default, _, _ in _FIELDS)
 
 
+def _refuse_duplicates(pairs):
+    """A JSON object as a dict; a key given twice raises (json keeps the last silently: a hand edit gone wrong)."""
+    values = {}
+    for key, value in pairs:
+        if key in values:
+            raise ConfigError("config key {!r} is given twice ({!r}, then {!r}); keep one".format(
+                key, values[key], value))
+        values[key] = value
+    return values
+
+
 def _read_file(path):
+    if os.path.isdir(path):
+        raise ConfigError("config file {} is a folder; expected the daemon's JSON config file".format(path))
     try:
-        with open(path, "r") as f:
-            values = json.load(f)
+        with open(path, "r", encoding="utf-8") as f:  # not the locale's: a Jetson service may run with LANG=C
+            values = json.load(f, object_pairs_hook=_refuse_duplicates)
     except OSError as e:
-        raise ConfigError("cannot read config file {}: {}".format(path, e)) from e
+        raise ConfigError("cannot read config file {}: {}".format(path, e.strerror or e)) from e
+    except UnicodeDecodeError as e:
+        raise ConfigError("config file {} is not UTF-8 text (byte 0x{:02x} at offset {}); save it as UTF-8".format(
+            path, e.object[e.start], e.start)) from e
+    except ConfigError as e:
+        raise ConfigError("config file {}: {}".format(path, e)) from e
     except ValueError as e:  # json.JSONDecodeError carries line and column in its message
         raise ConfigError("config file {} is not valid JSON: {}".format(path, e)) from e
+    except RecursionError:  # json recurses per level; from None: its 1,000 frames say nothing more
+        raise ConfigError("config file {} is nested too deeply; expected a JSON object of settings".format(
+            path)) from None
     if not isinstance(values, dict):
         raise ConfigError("config file {} holds a {}; expected a JSON object".format(path, type(values).__name__))
     return values

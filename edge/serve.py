@@ -19,6 +19,8 @@ import signal
 import threading
 
 from edge.config import default_values, load_edge_config
+from edge.errors import ConfigError
+from edge.images import display_name
 from edge.power.auto import MeterOptions, meter_names, open_meter
 
 logger = logging.getLogger(__name__)
@@ -84,6 +86,17 @@ def _signal_handlers(daemon):
             signal.signal(signum, handler)
 
 
+def _check_args(args, config):
+    """ConfigError for flags and paths the daemon would only trip over later (or never: a crops file)."""
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError("--max-frames {}: expected a positive number of frames".format(args.max_frames))
+    if not 0 <= args.measure_idle < float("inf"):  # NaN fails too
+        raise ConfigError("--measure-idle {}: expected a finite number of seconds >= 0".format(args.measure_idle))
+    if os.path.lexists(config.crops_dir) and not os.path.isdir(config.crops_dir):
+        raise ConfigError("crops folder {} exists and is not a folder; name a new or existing folder (--crops)"
+                          .format(display_name(config.crops_dir)))
+
+
 def run_serve(args, out):
     """Run the daemon until it is stopped or its source ends; 0 on a clean stop."""
     from edge.daemon import Daemon, open_pipeline_factory
@@ -92,9 +105,7 @@ def run_serve(args, out):
     config = serve_config(args)
     if not getattr(args, "verbose", False):
         logging.getLogger().setLevel(config.log_level)
-    if args.max_frames is not None and args.max_frames < 1:
-        from edge.errors import ConfigError
-        raise ConfigError("--max-frames {}: expected a positive number of frames".format(args.max_frames))
+    _check_args(args, config)
     choice = open_meter(config.meter, MeterOptions(idle_w=config.idle_power_w))
     try:
         daemon = Daemon(config, pipeline_factory=open_pipeline_factory(args.backend), meter=choice.meter,

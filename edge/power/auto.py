@@ -70,7 +70,10 @@ def _estimated(o):
 def _replay(o):
     if not o.replay_file:
         raise MeterUnavailable("the replay meter needs a recorded CSV (--replay-file)")
-    return ReplayMeter(load_replay_csv(o.replay_file), label="replay:{}".format(o.replay_file))
+    from edge.images import display_name
+
+    # The label is printed and stored: a file name that is not UTF-8 goes in escaped.
+    return ReplayMeter(load_replay_csv(o.replay_file), label="replay:{}".format(display_name(o.replay_file)))
 
 
 METER_FACTORIES = {

@@ -6,10 +6,12 @@
 does the work and writes to `out`. Errors are raised as EdgeError subclasses
 for `main(argv)` to turn into a message and an exit code.
 """
+import os
 import sys
 import time
 
 from edge.errors import ConfigError
+from edge.images import display_name
 from edge.power.auto import AUTO, MeterOptions, meter_names, open_meter
 from edge.power.estimated import DEFAULT_BUSY_W, DEFAULT_IDLE_W
 from edge.power.sampler import PowerSampler
@@ -45,10 +47,20 @@ def add_power_parser(subparsers):
 
 
 def _check_args(args):
-    if not args.seconds > 0:
-        raise ConfigError("--seconds must be > 0, got {}".format(args.seconds))
-    if not args.interval > 0:
-        raise ConfigError("--interval must be > 0, got {}".format(args.interval))
+    # NaN fails every comparison and inf would sample for ever: both are refused by `< inf`.
+    if not 0 < args.seconds < float("inf"):
+        raise ConfigError("--seconds {}: expected a finite window length > 0 in seconds".format(args.seconds))
+    if not 0 < args.interval < float("inf"):
+        raise ConfigError("--interval {}: expected a finite sampling interval > 0 in seconds".format(args.interval))
+    for flag, value in (("--idle-w", args.idle_w), ("--busy-w", args.busy_w)):
+        if not 0 <= value < float("inf"):
+            raise ConfigError("{} {}: expected a finite power >= 0 in W".format(flag, value))
+    if args.busy_w < args.idle_w:
+        raise ConfigError("--busy-w {} is below --idle-w {}: the busy power must be at least the idle power".format(
+            args.busy_w, args.idle_w))
+    if not os.path.isdir(args.root):
+        raise ConfigError("--root {}: {}; expected the filesystem root the sysfs and /proc readers look under".format(
+            display_name(args.root), "is not a folder" if os.path.exists(args.root) else "does not exist"))
 
 
 def _options(args):

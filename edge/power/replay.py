@@ -32,6 +32,10 @@ class Trace(object):
         for name, values in self.rails_w.items():
             if values.shape != (n,):
                 raise ConfigError("replay rail {!r} has shape {}, expected ({},)".format(name, values.shape, n))
+        for name, values in [("t_s", self.t_s), ("power_w", self.power_w)] + sorted(self.rails_w.items()):
+            if not np.all(np.isfinite(values)):
+                raise ConfigError("replay {} holds {} at sample {}; expected finite numbers".format(
+                    name, values[~np.isfinite(values)][0], int(np.argmin(np.isfinite(values)))))
         if n > 1 and np.any(np.diff(self.t_s) <= 0):
             raise ConfigError("replay trace times must increase strictly")
 
@@ -49,36 +53,43 @@ class Trace(object):
         return float(self.t_s[-1] - self.t_s[0])
 
 
-def parse_replay_csv(text):
-    """Parse replay CSV text into a `Trace`; ConfigError names the bad line."""
+def parse_replay_csv(text, origin="replay CSV"):
+    """Parse replay CSV text into a `Trace`; ConfigError names `origin` and the bad line."""
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if len(lines) < 2:
-        raise ConfigError("replay CSV needs a header and at least one row")
+        raise ConfigError("{} needs a header and at least one row".format(origin))
     reader = csv.reader(io.StringIO("\n".join(lines)))
     header = [h.strip() for h in next(reader)]
     if len(header) < 2:
-        raise ConfigError("replay CSV header needs at least 't_s,power_w', got {!r}".format(lines[0]))
+        raise ConfigError("{} header needs at least 't_s,power_w', got {!r}".format(origin, lines[0]))
     columns = [[] for _ in header]
     for number, row in enumerate(reader, start=2):
         if len(row) != len(header):
-            raise ConfigError("replay CSV row {} has {} fields, header has {}".format(number, len(row), len(header)))
+            raise ConfigError("{} row {} has {} fields, header has {}".format(origin, number, len(row), len(header)))
         try:
             for column, value in zip(columns, row):
                 column.append(float(value))
         except ValueError as e:
-            raise ConfigError("replay CSV row {}: {}".format(number, e)) from e
+            raise ConfigError("{} row {}: {}".format(origin, number, e)) from e
     rails = {name: values for name, values in zip(header[2:], columns[2:])}
-    return Trace(columns[0], columns[1], rails)
+    try:
+        return Trace(columns[0], columns[1], rails)
+    except ConfigError as e:
+        raise ConfigError("{}: {}".format(origin, e)) from e
 
 
 def load_replay_csv(path):
-    """Read a replay CSV file into a `Trace`."""
+    """Read a UTF-8 replay CSV file into a `Trace`; every fault names the file."""
+    from edge.images import display_name
+
     try:
-        with open(path, "r") as f:
+        with open(path, "r", encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
-        raise MeterUnavailable("cannot read replay file {}: {}".format(path, e)) from e
-    return parse_replay_csv(text)
+        raise MeterUnavailable("cannot read replay file {}: {}".format(display_name(path), e.strerror or e)) from e
+    except ValueError as e:  # not UTF-8
+        raise ConfigError("replay file {} is not a UTF-8 CSV: {}".format(display_name(path), e)) from e
+    return parse_replay_csv(text, origin="replay file {}".format(display_name(path)))
 
 
 class ReplayMeter(Meter):
