@@ -53,3 +53,41 @@ def test_module_sizes_stay_focused():
                     if lines > 450:
                         too_long.append("%s: %d lines" % (os.path.relpath(path, ROOT), lines))
     assert not too_long, too_long
+
+
+def _python_files(*folders):
+    for folder in folders:
+        for base, _, files in os.walk(os.path.join(ROOT, folder)):
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    yield os.path.join(base, name)
+
+
+def test_exceptions_live_in_their_package_errors_module():
+    """One exception hierarchy per package: a class deriving from an exception is defined in errors.py."""
+    import ast
+
+    stray = []
+    for path in _python_files("edge", "trainer"):
+        if os.path.basename(path) == "errors.py":
+            continue
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and any(
+                    getattr(b, "id", getattr(b, "attr", "")).endswith(("Error", "Exception", "Infeasible", "Warning"))
+                    for b in node.bases):
+                stray.append("%s:%d %s" % (os.path.relpath(path, ROOT), node.lineno, node.name))
+    assert not stray, stray
+
+
+def test_loggers_are_named_logger():
+    import re
+
+    pattern = re.compile(r"^(\w+) = logging\.getLogger\(", re.M)
+    wrong = []
+    for path in _python_files("edge", "trainer", "benchmarks"):
+        with open(path) as f:
+            names = pattern.findall(f.read())
+        wrong += ["%s: %s" % (os.path.relpath(path, ROOT), n) for n in names if n != "logger"]
+    assert not wrong, wrong

@@ -20,7 +20,7 @@ import sys
 
 from trainer.errors import ConfigError, TrainerError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 class OneLineParser(argparse.ArgumentParser):

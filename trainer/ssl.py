@@ -42,7 +42,7 @@ from trainer.ssl_augment import UnlabelledImages, list_images, photometric
 from trainer.ssl_model import (OPTIMIZERS, build_moco, concat_all_gather, lr_at, make_optimizer, momentum_at,
                                set_lr, unwrap)
 
-LOG = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 CHECKPOINT_RE = re.compile(r"ssl_epoch(\d+)\.pt$")
 
 __all__ = ["SSLResult", "run_ssl", "checkpoints_to_delete", "newest_checkpoint", "concat_all_gather"]
@@ -150,7 +150,7 @@ def _prepare(config, general, images, out_dir, dist, resume):
     if newest:
         run.start_epoch, run.start_iteration = _load_checkpoint(newest, model, optimizer, device)
         run.resumed_from = newest
-        LOG.info("resuming SSL from %s (epoch %d, iteration %d)", newest, run.start_epoch, run.start_iteration)
+        logger.info("resuming SSL from %s (epoch %d, iteration %d)", newest, run.start_epoch, run.start_iteration)
     return run
 
 

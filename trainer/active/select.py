@@ -26,7 +26,7 @@ from trainer.active import uncertainty as unc
 from trainer.data.yolo_dataset import list_images, read_names
 from trainer.errors import TrainerError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 HASH_SIDE = 8            # 8x8 low-frequency DCT block: a 64-bit hash
 DEFAULT_MAX_DISTANCE = 8  # bits out of 64; a re-encoded or lightly noised frame stays well under this
@@ -247,7 +247,7 @@ def score_pool(detector, names, paths, options, progress=None):
                            ("scores", score), ("hashes", perceptual_hash(frame)), ("drafts", drafts)):
             kept[key].append(value)
     if skipped:
-        log.warning("skipped %d unreadable pool images (first: %s)", len(skipped), skipped[0]["reason"])
+        logger.warning("skipped %d unreadable pool images (first: %s)", len(skipped), skipped[0]["reason"])
     return PoolScores(kept["names"], kept["paths"], kept["sizes"], np.asarray(kept["scores"], np.float64),
                       np.asarray(kept["hashes"], bool).reshape(-1, HASH_SIDE * HASH_SIDE), kept["drafts"], skipped)
 

@@ -22,7 +22,7 @@ from trainer.data import yolo_dataset as yd
 from trainer.data.split import default_group_key
 from trainer.errors import DataError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 SSL_ONLY_NOTE = "no boxes: SSL only"
 
@@ -232,7 +232,7 @@ def import_dataset(fmt, src, out, taxonomy, source=None, images_dir=None, drop_u
     report.class_counts, report.category_counts = validate.category_table([r.class_ids for r in kept], taxonomy)
     report.quarantined = [{"name": r.name, "reasons": r.reasons} for r in records if r.reasons]
     if report.unmapped:
-        log.warning("%s: unmapped labels (boxes): %s", src, report.unmapped)
+        logger.warning("%s: unmapped labels (boxes): %s", src, report.unmapped)
     return report
 
 

@@ -21,7 +21,7 @@ from trainer.data import yolo_dataset as yd
 from trainer.data.taxonomy import CATEGORIES
 from trainer.errors import DataError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 CLIP_TOL = 0.02      # fraction of the image side a box may stick out and still be clipped
 MIN_SIZE_PX = 1.0    # smaller than this after clipping: degenerate
@@ -221,5 +221,5 @@ def quarantine(dataset, items):
 def _log_summary(report):
     kinds = collections.Counter(r.split(" (")[0].split(":")[0] for b in report.bad for r in b["reasons"])
     if kinds:
-        log.warning("%s: %d bad records (%s)", report.dataset, len(report.bad),
+        logger.warning("%s: %d bad records (%s)", report.dataset, len(report.bad),
                     ", ".join("%s x%d" % kv for kv in kinds.most_common()))

@@ -27,7 +27,7 @@ import yaml
 from edge import images as edge_images
 from trainer.errors import DataError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 IMAGE_EXTS = edge_images.IMAGE_EXTENSIONS  # one list for edge and trainer
 META_FILE = "meta.json"

@@ -26,7 +26,7 @@ from trainer import backbone as backbone_io
 from trainer import yolo
 from trainer.errors import ConfigError, DataError, TrainerError
 
-LOG = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 CATEGORIES = ("critical", "important", "general")
 # The project's 36-class taxonomy: ids 0-19 critical, 20-28 important, 29-35 general.
 DEFAULT_36_CATEGORIES = {i: "critical" if i < 20 else "important" if i < 29 else "general" for i in range(36)}
@@ -68,7 +68,7 @@ def run_baseline(config, general, data, out_dir, ssl_backbone=None, resume=True,
     state = _run_state(last) if resume else "new"
     metrics = None
     if state == "finished":
-        LOG.info("baseline in %s already finished; validating it again", save_dir)
+        logger.info("baseline in %s already finished; validating it again", save_dir)
     else:
         model = yolo.yolo(last if state == "unfinished" else config.model)
         model.add_callback("on_model_save", lambda trainer: prune_periodic_checkpoints(trainer.wdir, keep_last))
