@@ -190,11 +190,15 @@ class Daemon(object):
 
     def _open(self, stack):
         config = self.config
+        # What can be refused (the bundle, the source) is opened before anything is written.
+        stack.callback(self.bundles.close)  # whichever pipelines are open at exit
+        self.bundles.open()
+        source = self.source_factory(self._stop, self._idle)
+        if hasattr(source, "close"):
+            stack.callback(source.close)
         self.store = Store(config.store_path, synchronous=config.store_synchronous, check=self.store_check)
         stack.callback(self.store.close)
         self.crops = CropStore(config.crops_dir, config.crops_max_bytes, config.min_free_bytes)
-        stack.callback(self.bundles.close)  # whichever pipelines are open at exit
-        self.bundles.open()
         self.sampler = stack.enter_context(PowerSampler(self.meter, self.sampler_interval_s, clock=self.monotonic))
         self._log_meter()
         # Waiting for a sample past each window's end is free when frames are paced far apart.
@@ -209,9 +213,6 @@ class Daemon(object):
                                        clock=self.monotonic)
             stack.enter_context(self.http)
             stack.callback(setattr, self, "http", None)
-        source = self.source_factory(self._stop, self._idle)
-        if hasattr(source, "close"):
-            stack.callback(source.close)
         self._resume(source)
         self.status.beat()
         self.notifier.ready("serving %s with %s" % (config.source, ", ".join(self.profiles)))

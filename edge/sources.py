@@ -342,8 +342,8 @@ def parse_source_spec(spec):
         return "folder", text
     if os.path.isfile(text):
         return "video", text
-    raise SourceError("source {!r} is not usable: it is not {}; expected one of: {}".format(
-        spec, "an existing file or folder" if "://" not in text else "a known URL scheme",
+    raise SourceError("source '{}' is not usable: it is not {}; expected one of: {}".format(
+        display_name(text), "an existing file or folder" if "://" not in text else "a known URL scheme",
         "; ".join(ACCEPTED_FORMS)))
 
 

@@ -177,7 +177,7 @@ class Store(object):
         if crop_paths is not None and len(crop_paths) != n:
             raise StoreError("crop_paths has {} entries for {} detections".format(len(crop_paths), n))
         versions = json.dumps(model_versions or {}, sort_keys=True)
-        frame_values = (float(t_unix_s), int(frame_id), str(source), status, str(reason), str(profile),
+        frame_values = (float(t_unix_s), int(frame_id), _source_text(source), status, str(reason), str(profile),
                         _opt_float(latency_s), _opt_float(energy_j), n, versions)
         if isinstance(class_names, (list, tuple)):
             class_names = dict(enumerate(class_names))
@@ -257,8 +257,19 @@ class Store(object):
 
     def recorded_origins(self, source):
         """The set of frame origins of `source` already stored (ok or skipped): what a restart skips."""
-        rows = self._query("SELECT DISTINCT origin FROM frames WHERE source = ? AND origin != ''", (str(source),))
+        rows = self._query("SELECT DISTINCT origin FROM frames WHERE source = ? AND origin != ''",
+                           (_source_text(source),))
         return set(_origin_text(row[0]) for row in rows)
+
+
+def _source_text(source):
+    """A source's name as SQLite text: a folder whose name is not UTF-8 keeps its bytes as \\xNN escapes,
+    the same every time, so a restart finds what it stored."""
+    text = str(source)
+    try:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # not from the file system: plain text with escapes for lone surrogates
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _origin_value(origin):
