@@ -11,7 +11,6 @@ The cache folder is `cache_dir`, else $REEFWATCH_CACHE_DIR/bundles, else
 $XDG_CACHE_HOME/reefwatch/bundles (~/.cache/reefwatch/bundles). The systemd
 unit gives the daemon CacheDirectory=reefwatch and sets REEFWATCH_CACHE_DIR.
 """
-import hashlib
 import logging
 import os
 import shutil
@@ -35,14 +34,6 @@ def default_cache_dir(environ=None):
     return os.path.join(base, "reefwatch", "bundles")
 
 
-def archive_sha256(path, chunk_bytes=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk_bytes), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def extract_archive(archive, extract_dir=None, cache_dir=None, keep=KEEP_EXTRACTED):
     """The bundle root inside the extracted `archive`; BundleError for a bad or unsafe archive."""
     if not archive.endswith((".tar.gz", ".tgz")):
@@ -53,7 +44,9 @@ def extract_archive(archive, extract_dir=None, cache_dir=None, keep=KEEP_EXTRACT
             return _bundle_root(_safe_extract(archive, extract_dir))
         cache_dir = cache_dir or default_cache_dir()
         os.makedirs(cache_dir, exist_ok=True)
-        target = os.path.join(cache_dir, archive_sha256(archive))
+        from edge.bundle import sha256_of
+
+        target = os.path.join(cache_dir, sha256_of(archive))
         if not os.path.isdir(target):
             staging = tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=cache_dir)
             try:

@@ -8,6 +8,7 @@ import argparse
 import logging
 import sys
 
+from edge.cli_text import OneLineParser, one_line, printable
 from edge.errors import EdgeError
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
@@ -231,29 +232,6 @@ COMMANDS = {
     "power": (_add_power, _run_power),
     "serve": (_add_serve, _run_serve),
 }
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are one line naming the bad argument (the usage is behind --help).
-
-    Subparsers are made with the parent's class, so every command's errors are one line too.
-    """
-
-    def error(self, message):
-        self.exit(2, printable("%s: error: %s (see %s --help)\n" % (self.prog, one_line(message), self.prog)))
-
-
-def one_line(text):
-    """Text on one line: ONNX Runtime, JSON and OpenCV messages may span several."""
-    return " ".join(str(text).split())
-
-
-def printable(text):
-    """Text any UTF-8 stream can take: undecodable file-name bytes (surrogate-escaped) shown as \\xNN."""
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte, e.g. from a JSON "\\ud800"
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def build_parser():

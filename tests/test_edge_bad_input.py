@@ -7,7 +7,6 @@ as an error here too. Commands that need a run to meet the bad input (`serve`
 against a bundle, `power` on a meter) are bounded: `--max-frames 1`,
 `--seconds` a fraction of a second. Runs on Python 3.6 (the Jetson's) too.
 """
-import contextlib
 import gzip
 import io
 import json
@@ -15,29 +14,19 @@ import logging
 import os
 import shutil
 import tarfile
-import traceback
 
 import pytest
 
 from edge.bundle import sha256_of
 from edge.cli import main
+from tests.cli_runner import run_in_process
 from tests.test_daemon_process import CLASSES, build_test_bundle, head_model, write_frames
 
 DEEP = 100000   # far past Python's recursion limit: json recurses per level
 
 
 def run_main(argv):
-    """(exit status, stdout, stderr, uncaught exception text or None) of main(argv)."""
-    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict", write_through=True)
-    err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="backslashreplace", write_through=True)
-    rc, crash = None, None
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main(argv)
-        except BaseException:   # the point of the test: anything escaping main() is a fault
-            crash = traceback.format_exc(limit=-20)   # a RecursionError has 1,000 frames
-    texts = [s.buffer.getvalue().decode("utf-8") for s in (out, err)]
-    return rc, texts[0], texts[1], crash
+    return run_in_process(main, argv)
 
 
 def _write(path, data):

@@ -5,34 +5,22 @@ stream like a terminal's (stderr escapes what it cannot encode, as Python's
 own does), so a non-UTF-8 file name that reaches an unguarded print shows up
 as an error here too. Every input is refused before any work starts.
 """
-import contextlib
-import io
 import json
 import os
-import traceback
 
 import cv2
 import numpy as np
 import pytest
 
 from trainer.cli import main
+from tests.cli_runner import run_in_process
 
 DEEP = 100000       # far past Python's recursion limit: json and PyYAML both recurse per level
 DEEP_YAML = 5000    # past it too; PyYAML scans in Python, so fewer levels keep the case fast
 
 
 def run_main(argv):
-    """(exit status, stdout, stderr, uncaught exception text or None) of main(argv)."""
-    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict", write_through=True)
-    err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="backslashreplace", write_through=True)
-    rc, crash = None, None
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main(argv)
-        except BaseException:   # the point of the test: anything escaping main() is a fault
-            crash = traceback.format_exc(limit=-20)   # a RecursionError has 1,000 frames
-    texts = [s.buffer.getvalue().decode("utf-8") for s in (out, err)]
-    return rc, texts[0], texts[1], crash
+    return run_in_process(main, argv)
 
 
 def _write(path, data):

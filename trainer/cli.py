@@ -18,29 +18,10 @@ import math
 import os
 import sys
 
+from edge.cli_text import OneLineParser, one_line, printable
 from trainer.errors import ConfigError, TrainerError
 
 logger = logging.getLogger(__name__)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are one line naming the bad argument (the usage is behind --help)."""
-
-    def error(self, message):
-        self.exit(2, printable("%s: error: %s (see %s --help)\n" % (self.prog, one_line(message), self.prog)))
-
-
-def one_line(text):
-    """Text on one line: YAML and ONNX Runtime messages span several."""
-    return " ".join(str(text).split())
-
-
-def printable(text):
-    """Text any UTF-8 stream can take: undecodable file-name bytes (surrogate-escaped) shown as \\xNN."""
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte, e.g. from a JSON "\\ud800"
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 # argparse `type=` checks. Each returns the text unchanged or raises ArgumentTypeError, which argparse

@@ -270,6 +270,18 @@ static int cmp_x1(const void *pa, const void *pb)
     return (a->rank > b->rank) - (a->rank < b->rank);
 }
 
+/* torchvision's test: float32 IoU of a kept box b and a later box o, compared with the threshold as a double. */
+static int suppresses(const float *b, const float *o, float area_b, float area_o, double iou_thr)
+{
+    float w = (b[2] < o[2] ? b[2] : o[2]) - (b[0] > o[0] ? b[0] : o[0]);
+    float h = (b[3] < o[3] ? b[3] : o[3]) - (b[1] > o[1] ? b[1] : o[1]);
+    float inter;
+    w = w > 0.0f ? w : 0.0f;
+    h = h > 0.0f ? h : 0.0f;
+    inter = w * h;
+    return (double)(inter / (area_b + area_o - inter)) > iou_thr;
+}
+
 /* boxes: (n, 4) float32 xyxy, already in visiting order (descending score, ties
  * in index order) and shifted by class. A box is kept unless a kept box before
  * it has float32 IoU > iou_thr, compared as a double as torchvision does
@@ -341,17 +353,8 @@ int64_t rw_nms(const float *boxes, int64_t n, double iou_thr, int64_t limit, int
             }
             for (p = a; p < hi && (double)by_x[p].x1 < to; p++) {
                 int64_t j = by_x[p].rank;
-                const float *o;
-                float ww, hh, inter, ovr;
                 if (j <= i || dead[j]) continue;
-                o = boxes + 4 * j;
-                ww = (b[2] < o[2] ? b[2] : o[2]) - (b[0] > o[0] ? b[0] : o[0]);
-                hh = (b[3] < o[3] ? b[3] : o[3]) - (b[1] > o[1] ? b[1] : o[1]);
-                ww = ww > 0.0f ? ww : 0.0f;
-                hh = hh > 0.0f ? hh : 0.0f;
-                inter = ww * hh;
-                ovr = inter / (area[i] + area[j] - inter);
-                if ((double)ovr > iou_thr) dead[j] = 1;
+                if (suppresses(b, boxes + 4 * j, area[i], area[j], iou_thr)) dead[j] = 1;
             }
             continue;
         }
@@ -360,17 +363,8 @@ int64_t rw_nms(const float *boxes, int64_t n, double iou_thr, int64_t limit, int
             if (!(chunk_x2[ch] > b[0])) continue;
             for (p = ch * NMS_CHUNK; p < p_end; p++) {
                 int64_t j = by_x[p].rank;
-                const float *o;
-                float w, h, inter, ovr;
                 if (j <= i || dead[j] || !(sx2[p] > b[0])) continue;
-                o = boxes + 4 * j;
-                w = (b[2] < o[2] ? b[2] : o[2]) - (b[0] > o[0] ? b[0] : o[0]);
-                h = (b[3] < o[3] ? b[3] : o[3]) - (b[1] > o[1] ? b[1] : o[1]);
-                w = w > 0.0f ? w : 0.0f;
-                h = h > 0.0f ? h : 0.0f;
-                inter = w * h;
-                ovr = inter / (area[i] + area[j] - inter);
-                if ((double)ovr > iou_thr) dead[j] = 1;
+                if (suppresses(b, boxes + 4 * j, area[i], area[j], iou_thr)) dead[j] = 1;
             }
         }
     }
