@@ -6,21 +6,14 @@ not built) and on the numpy path (REEFWATCH_NATIVE=0).
 import numpy as np
 import pytest
 
-from edge import native
 from edge.boxes import nms
 from edge.errors import EdgeError
+from tests.native_paths import both_paths
 
 OFFSET = np.float32(7680)
 
 
-@pytest.fixture(autouse=True, params=["native", "numpy"])
-def kernel_path(request, monkeypatch):
-    """Which NMS the test runs on."""
-    monkeypatch.setenv("REEFWATCH_NATIVE", "1" if request.param == "native" else "0")
-    if request.param == "native" and not native.available():
-        pytest.skip("edge/native library not built (python -m edge.native.build)")
-    assert (native.active() is not None) == (request.param == "native")
-    return request.param
+kernel_path = both_paths("numpy")  # every test runs on the C kernels and on the fallback
 
 
 def reference_nms(xyxy, score, iou_thr, class_id=None, max_det=None):

@@ -14,19 +14,13 @@ from edge import native
 from edge.detections import Detections
 from edge.errors import EdgeError
 from edge.fusion import CONF_TYPES, FusionInputError, fuse_detections, weighted_boxes_fusion
+from tests.native_paths import both_paths
 
 
 CASES_PER_CONF_TYPE = 300
 
 
-@pytest.fixture(autouse=True, params=["native", "python"])
-def kernel_path(request, monkeypatch):
-    """Which clustering loop the test runs on."""
-    monkeypatch.setenv("REEFWATCH_NATIVE", "1" if request.param == "native" else "0")
-    if request.param == "native" and not native.available():
-        pytest.skip("edge/native library not built (python -m edge.native.build)")
-    assert (native.active() is not None) == (request.param == "native")
-    return request.param
+kernel_path = both_paths("python")  # every test runs on the C kernels and on the fallback
 
 
 def reference(*args, **kwargs):
