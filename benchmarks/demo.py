@@ -85,10 +85,15 @@ def build(out, models, data_yaml, imgsz, metrics):
 
 
 def detect(bundle_dir, images_dir, out):
-    from edge.cli import main as edge_main
+    """What `edge detect --save-images` does, through the library: the device's reported boxes, drawn."""
+    from edge.detect import run_detect
+    from edge.pipeline import Pipeline
 
-    return edge_main(["detect", "--bundle", bundle_dir, "--source", images_dir, "--out",
-                      os.path.join(out, "results.json"), "--save-images", os.path.join(out, "drawn")])
+    with Pipeline.open(bundle_dir, backend="onnxruntime") as pipeline:
+        summary = run_detect(pipeline, images_dir, os.path.join(out, "results.json"),
+                             save_images=os.path.join(out, "drawn"))
+    print("%(frames)d frames, %(skipped)d skipped, %(detections)d detections -> %(results)s" % summary)
+    return summary
 
 
 def plot_accuracy_vs_energy(accuracy, energy, path):

@@ -8,7 +8,7 @@ import argparse
 import logging
 import sys
 
-from edge.cli_text import OneLineParser, one_line, printable
+from edge.console import OneLineParser, one_line, printable
 from edge.errors import EdgeError
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")

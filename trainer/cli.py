@@ -18,7 +18,7 @@ import math
 import os
 import sys
 
-from edge.cli_text import OneLineParser, one_line, printable
+from edge.console import OneLineParser, one_line, printable
 from trainer.errors import ConfigError, TrainerError
 
 logger = logging.getLogger(__name__)
