@@ -213,13 +213,17 @@ def _alone(group, feats, iou_thr, rows_mask):
     total = int(count.sum())
     if total == 0:
         return alone
-    start = np.cumsum(count) - count
-    i = np.repeat(owner, count)
-    j = order[np.arange(total) - np.repeat(start - low, count)]
+    i, j = _range_pairs(owner, low, count, order, total)
     near = _related(i, j, feats, t) & (i != j)
     alone[i[near]] = False
     alone[j[near]] = False
     return alone
+
+
+def _range_pairs(owner, low, count, order, total):
+    """(owner, candidate) pairs: owner[k] with order[low[k]:low[k] + count[k]], `total` = count.sum()."""
+    start = np.cumsum(count) - count
+    return np.repeat(owner, count), order[np.arange(total) - np.repeat(start - low, count)]
 
 
 def _related(i, j, feats, t):
@@ -263,9 +267,7 @@ def _reached(group, feats, iou_thr, lone, merged):
     total = int(count.sum())
     if total == 0:
         return out
-    start = np.cumsum(count) - count
-    i = np.repeat(b, count)
-    c = order[np.arange(total) - np.repeat(start - low, count)]
+    i, c = _range_pairs(b, low, count, order, total)
     hit = ((lo[0][c] < cx[i] + rx[i]) & (hi[0][c] > cx[i] - rx[i]) & (lo[1][c] < cy[i] + ry[i])
            & (hi[1][c] > cy[i] - ry[i]) & (hi[2][c] > t * w[i] - 1e-9) & (lo[2][c] < w[i] / t + 1e-9)
            & (hi[3][c] > t * h[i] - 1e-9) & (lo[3][c] < h[i] / t + 1e-9) & (cgroup[c] == group[i]))

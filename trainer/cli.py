@@ -31,24 +31,22 @@ def _kind(path):
     return "folder" if os.path.isdir(path) else "file" if os.path.exists(path) else None
 
 
-def existing_file(what):
+def _existing(wanted, other, what):
     def check(text):
         kind = _kind(text)
-        if kind != "file":
+        if kind != wanted:
             raise argparse.ArgumentTypeError("%s %s; expected %s" % (
-                text, "is a folder" if kind else "does not exist", what))
+                text, "is a %s" % other if kind else "does not exist", what))
         return text
     return check
+
+
+def existing_file(what):
+    return _existing("file", "folder", what)
 
 
 def existing_folder(what):
-    def check(text):
-        kind = _kind(text)
-        if kind != "folder":
-            raise argparse.ArgumentTypeError("%s %s; expected %s" % (
-                text, "is a file" if kind else "does not exist", what))
-        return text
-    return check
+    return _existing("folder", "file", what)
 
 
 def existing_path(what):
