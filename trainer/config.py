@@ -9,6 +9,7 @@ its type through the annotation and its range through `spec(...)` metadata.
 Fields marked `inherit=True` that are left null take the value of the
 same-named key in `general` when the config is loaded (e.g. ssl.batch_size).
 """
+import copy
 import dataclasses
 import math
 import os
@@ -32,9 +33,14 @@ _short.maxstring, _short.maxother, _short.maxlevel = 80, 80, 3
 
 def spec(default, *, min=None, max=None, choices=None, inherit=False, min_exclusive=False, regex=False,
          pattern=None):
-    """A dataclass field with its validation rules in metadata (pattern: (regex to match, what it means))."""
+    """A dataclass field with its validation rules in metadata (pattern: (regex to match, what it means)).
+
+    A dict default is a table (e.g. ensemble.variants): a file or override merges into it entry by entry,
+    and an entry set to null removes it."""
     rules = {"min": min, "max": max, "choices": choices, "inherit": inherit,
              "min_exclusive": min_exclusive, "regex": regex, "pattern": pattern}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=rules)
     return field(default=default, metadata=rules)
 
 
@@ -128,6 +134,123 @@ class ActiveConfig:
     dedupe_hamming: int = spec(8, min=0, max=64)
 
 
+# ultralytics hyperparameters an augmentation preset may set, with their valid range.
+AUGMENT_RANGES = {"hsv_h": (0.0, 1.0), "hsv_s": (0.0, 1.0), "hsv_v": (0.0, 1.0), "degrees": (0.0, 180.0),
+                  "translate": (0.0, 1.0), "scale": (0.0, 1.0), "shear": (0.0, 180.0), "perspective": (0.0, 0.001),
+                  "fliplr": (0.0, 1.0), "flipud": (0.0, 1.0), "mosaic": (0.0, 1.0), "mixup": (0.0, 1.0),
+                  "copy_paste": (0.0, 1.0)}
+AUGMENT_PRESETS = {
+    # heavy: the recall variant sees the most varied water (colour casts, turns, mixed scenes)
+    "heavy": {"hsv_h": 0.03, "hsv_s": 0.8, "hsv_v": 0.5, "degrees": 15.0, "translate": 0.2, "scale": 0.6,
+              "fliplr": 0.5, "flipud": 0.2, "mosaic": 1.0, "mixup": 0.15, "copy_paste": 0.1},
+    # medium: ultralytics' own defaults
+    "medium": {"hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4, "degrees": 0.0, "translate": 0.1, "scale": 0.5,
+               "fliplr": 0.5, "flipud": 0.0, "mosaic": 1.0, "mixup": 0.0, "copy_paste": 0.0},
+    # light: the precision variant learns from scenes close to what the camera sees
+    "light": {"hsv_h": 0.01, "hsv_s": 0.4, "hsv_v": 0.25, "degrees": 0.0, "translate": 0.05, "scale": 0.25,
+              "fliplr": 0.5, "flipud": 0.0, "mosaic": 0.5, "mixup": 0.0, "copy_paste": 0.0},
+}
+ENSEMBLE_VARIANTS = {"recall": {"threshold": 0.15, "preset": "heavy"},
+                     "balanced": {"threshold": 0.25, "preset": "medium"},
+                     "precision": {"threshold": 0.40, "preset": "light"}}
+
+
+@dataclass(frozen=True)
+class CriticalSpeciesConfig:
+    """Week 4: critical-species oversampling and hard-negative mining (`trainer specialize`)."""
+    oversample: int = spec(3, min=1)               # times an image holding a critical class is listed
+    iterations: int = spec(3, min=0)               # hard-negative mining rounds
+    mine_conf: float = spec(0.25, min=0.0, max=1.0)  # a negative frame is mined when a box scores above this
+    max_background_fraction: float = spec(0.1, min=0.0, max=1.0)  # backgrounds' share of the training list
+    holdout_fraction: float = spec(0.3, min=0.0, max=1.0, min_exclusive=True)  # negatives never mined: FP/image
+    fp_tolerance: float = spec(0.0, min=0.0)       # a round may raise FP per background image by this much
+    recall_tolerance: float = spec(0.02, min=0.0, max=1.0)  # ... and lower critical recall by this much
+    negatives: Optional[str] = spec(None)          # folder of target-free images; null: the data's backgrounds
+    epochs: int = spec(10, min=1)                  # fine-tuning epochs: the oversampled run, then each round
+    imgsz: Optional[int] = spec(None, min=32, inherit=True)
+    batch_size: Optional[int] = spec(None, min=1, inherit=True)
+    lr0: float = spec(0.002, min=0.0, min_exclusive=True)  # fine-tuning: a tenth of training from scratch
+    lrf: float = spec(0.1, min=0.0, min_exclusive=True)
+    warmup_epochs: float = spec(0.0, min=0.0)      # the weights are trained already: no warmup
+    mosaic: float = spec(1.0, min=0.0, max=1.0)
+    save_period: int = spec(10, min=-1)
+    keep_last: int = spec(3, min=1)
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """Week 5: the variants the device runs, fine-tuned from the specialized weights (`trainer ensemble`)."""
+    variants: dict = spec(ENSEMBLE_VARIANTS)       # name -> {threshold: deployed confidence, preset: name}
+    presets: dict = spec(AUGMENT_PRESETS)          # name -> ultralytics augmentation hyperparameters
+    epochs: int = spec(20, min=1)
+    imgsz: Optional[int] = spec(None, min=32, inherit=True)
+    batch_size: Optional[int] = spec(None, min=1, inherit=True)
+    lr0: float = spec(0.002, min=0.0, min_exclusive=True)
+    lrf: float = spec(0.1, min=0.0, min_exclusive=True)
+    warmup_epochs: float = spec(0.0, min=0.0)
+    patience: int = spec(50, min=0)
+    save_period: int = spec(10, min=-1)
+    keep_last: int = spec(3, min=1)
+
+    def __post_init__(self):
+        for name, preset in self.presets.items():
+            where = "ensemble.presets.%s" % name
+            if not isinstance(preset, dict):
+                raise ConfigError("%s = %s: expected a mapping of hyperparameter: value" % (where, _short.repr(preset)))
+            for key, value in preset.items():
+                if key not in AUGMENT_RANGES:
+                    raise ConfigError("%s.%s: unknown augmentation hyperparameter; valid: %s"
+                                      % (where, key, ", ".join(AUGMENT_RANGES)))
+                _check_range("%s.%s" % (where, key), value, *AUGMENT_RANGES[key])
+        if not self.variants:
+            raise ConfigError("ensemble.variants is empty; expected at least one variant, e.g. "
+                              "balanced: {threshold: 0.25, preset: medium}")
+        for name, variant in self.variants.items():
+            where = "ensemble.variants.%s" % name
+            if not isinstance(variant, dict) or set(variant) != {"threshold", "preset"}:
+                raise ConfigError("%s = %s: expected {threshold: 0..1, preset: one of %s}"
+                                  % (where, _short.repr(variant), ", ".join(self.presets)))
+            _check_range(where + ".threshold", variant["threshold"], 0.0, 1.0)
+            if variant["preset"] not in self.presets:
+                raise ConfigError("%s.preset = %r: expected one of ensemble.presets: %s"
+                                  % (where, variant["preset"], ", ".join(self.presets)))
+
+
+@dataclass(frozen=True)
+class MultiscaleConfig:
+    """Each training batch resized to a random stride multiple in [min, max] (ensemble and shore)."""
+    enabled: bool = spec(True)
+    min: int = spec(480, min=32)
+    max: int = spec(768, min=32)
+    stride: int = spec(32, min=1)
+
+    def __post_init__(self):
+        for key in ("min", "max"):
+            if getattr(self, key) % self.stride:
+                raise ConfigError("multiscale.%s = %d: expected a multiple of multiscale.stride (%d)"
+                                  % (key, getattr(self, key), self.stride))
+        if self.min > self.max:
+            raise ConfigError("multiscale.min = %d > multiscale.max = %d; expected min <= max" % (self.min, self.max))
+
+
+@dataclass(frozen=True)
+class ShoreConfig:
+    """The gpu-server target: the ensemble recipe on a large model (`trainer ensemble --target gpu-server`)."""
+    enabled: bool = spec(False)
+    model: str = spec("yolo11x.yaml")
+    weights: Optional[str] = spec(None)            # a trained checkpoint of `model` to start from; null: the yaml
+    epochs: int = spec(100, min=1)                 # used when starting from the yaml
+    imgsz: int = spec(640, min=32)
+    batch_size: Optional[int] = spec(None, min=1, inherit=True)
+
+
+def _check_range(where, value, low, high):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError("%s = %s: expected a number in [%g, %g]" % (where, _short.repr(value), low, high))
+    if not low <= value <= high:
+        raise ConfigError("%s = %r: expected a value in [%g, %g]" % (where, value, low, high))
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole resolved configuration; one attribute per section."""
@@ -137,6 +260,10 @@ class Config:
     ssl: SSLConfig = field(default_factory=SSLConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     active: ActiveConfig = field(default_factory=ActiveConfig)
+    critical_species: CriticalSpeciesConfig = field(default_factory=CriticalSpeciesConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    multiscale: MultiscaleConfig = field(default_factory=MultiscaleConfig)
+    shore: ShoreConfig = field(default_factory=ShoreConfig)
 
 
 def section_types():
@@ -164,6 +291,7 @@ def _check_type(where, value, annotation):
         int: isinstance(value, int) and not isinstance(value, bool),
         float: isinstance(value, (int, float)) and not isinstance(value, bool),
         str: isinstance(value, str),
+        dict: isinstance(value, dict),
     }[annotation]
     if not ok:
         raise ConfigError("%s = %s: expected %s, got %s"
@@ -203,8 +331,21 @@ def _build_section(name, cls, values):
     for key, value in values.items():
         where = "%s.%s" % (name, key)
         checked[key] = _check_type(where, value, hints[key])
+        if hints[key] is dict:
+            checked[key] = _merge_table(fields[key].default_factory(), checked[key])
         _check_rules(where, checked[key], fields[key].metadata)
     return cls(**checked)
+
+
+def _merge_table(default, given):
+    """A table field: the default's entries updated by the given ones; an entry given as null is removed."""
+    merged = dict(default)
+    for key, value in given.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _inherit_general(sections):
