@@ -197,3 +197,22 @@ def write_json(path, data):
     with open(tmp, "w") as fh:
         json.dump(data, fh, indent=2)
     os.replace(tmp, str(path))
+
+
+def finetune_args(section, general, data, weights, **overrides):
+    """YOLO.train arguments that continue `weights` on `data` with a section's fine-tuning schedule.
+
+    `section` has epochs, batch_size, imgsz, lr0, lrf, warmup_epochs, save_period and optionally patience
+    and mosaic (critical_species, ensemble). The model to pass to `fit` is `weights` itself, so the
+    architecture and class count come from the checkpoint; `pretrained=weights` keeps its values.
+    """
+    args = {"data": str(data), "device": ultralytics_device(getattr(general, "device", None)),
+            "workers": int(getattr(general, "num_workers", 0)), "seed": int(getattr(general, "seed", 0)),
+            "epochs": int(section.epochs), "batch": int(section.batch_size), "imgsz": int(section.imgsz),
+            "lr0": float(section.lr0), "lrf": float(section.lrf), "warmup_epochs": float(section.warmup_epochs),
+            "save_period": int(section.save_period), "patience": int(getattr(section, "patience", 100)),
+            "pretrained": str(weights)}
+    if getattr(section, "mosaic", None) is not None:
+        args["mosaic"] = float(section.mosaic)
+    args.update(overrides)
+    return args
