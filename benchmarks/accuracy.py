@@ -26,26 +26,9 @@ from edge.images import read_image
 from edge.metrics import evaluate, pooled_curve
 from edge.pipeline import Pipeline, at_operating_point
 from edge.profiles import PROFILES, cascade_settings, run_profile
+from trainer.stages.device_eval import load_ground_truth
 
 DEFAULT_PROFILES = PROFILES  # every profile, from their one home
-
-
-def load_ground_truth(data_yaml, split, limit=None):
-    """[(image path, (xyxy pixels, class ids))] of one split of a YOLO dataset."""
-    from trainer.data.yolo_dataset import label_path_for, read_data_yaml, read_yolo_labels
-
-    _, splits = read_data_yaml(data_yaml)
-    if split not in splits:
-        raise ValueError("%s has no %r split (it has %s)" % (data_yaml, split, sorted(splits)))
-    items = []
-    for path in sorted(splits[split])[:limit]:
-        h, w = read_image(path).shape[:2]
-        label = label_path_for(path)
-        cls, xywhn = read_yolo_labels(label) if os.path.exists(label) else (np.zeros(0, int), np.zeros((0, 4)))
-        xywh = np.asarray(xywhn, np.float32).reshape(-1, 4) * [w, h, w, h]
-        xyxy = np.concatenate([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], axis=1)
-        items.append((path, (xyxy, np.asarray(cls))))
-    return items
 
 
 def evaluate_profiles(pipeline, items, profiles):
