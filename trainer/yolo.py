@@ -20,7 +20,7 @@ _OFFLINE_ENV = {
 SAFE_TRAIN_ARGS = {
     "plots": False,        # plotting fetches Arial.ttf
     "amp": False,          # the AMP check downloads yolo11n.pt on GPU
-    "pretrained": False,   # never fetch hub weights; a checkpoint path overrides this
+    "pretrained": False,   # never fetch hub weights; fine-tuning a .pt must pass pretrained=<path> (False drops its weights)
     "optimizer": "SGD",    # "auto" switches optimizer by iteration count
     "exist_ok": True,
     "verbose": False,
