@@ -161,6 +161,7 @@ def test_mining_rounds_fine_tune_from_the_weights_and_resume_reuses_finished_rou
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("specialize_inputs")
+    (root / "bad.pt").write_bytes(b"not a checkpoint")
     return {"data": tiny_dataset(str(root / "data")), "weights": start_checkpoint(str(root / "start.pt")),
             "two_classes": start_checkpoint(str(root / "m2" / "two.pt"), nc=2), "root": root}
 
@@ -169,6 +170,7 @@ def inputs(tmp_path_factory):
     ("missing weights", ["--weights", "{root}/nope.pt"], "--weights: {root}/nope.pt does not exist"),
     ("folder without weights", ["--weights", "{root}"], "without train/weights/best.pt"),
     ("class count", ["--weights", "{two_classes}"], "has 2 classes but"),
+    ("not a checkpoint", ["--weights", "{root}/bad.pt"], "cannot be loaded as an ultralytics checkpoint"),
     ("empty negatives", ["--weights", "{weights}", "--negatives", "{root}/empty"], "(--negatives) "),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(inputs, tmp_path, capsys, case, argv, message):

@@ -30,7 +30,7 @@ from trainer.errors import TrainerError
 from trainer.stages import mining
 from trainer.stages.device_eval import detect_all, device_figures, false_positives_per_image, load_ground_truth, \
     open_checkpoint
-from trainer.stages.specialize_report import report_text, summary_line
+from trainer.stages.specialize_report import report_text, round_summary, summary_line
 from trainer.stages.training import categories_for, data_names, finetune_args, fit, read_data_yaml, validate, \
     write_json
 
@@ -135,7 +135,13 @@ def resolve_weights(weights):
 def checkpoint_classes(weights):
     from trainer import yolo
 
-    model, _ = yolo.load_checkpoint(weights)
+    try:
+        model, _ = yolo.load_checkpoint(weights)
+    except TrainerError:
+        raise
+    except Exception as e:  # torch.load and ultralytics raise many kinds (pickle, zip, attribute errors)
+        raise TrainerError("--weights %s cannot be loaded as an ultralytics checkpoint: %s; expected the "
+                           "baseline's best.pt" % (weights, " ".join(str(e).split())[:200])) from e
     names = getattr(model, "names", None)
     return len(names) if names else int(model.yaml["nc"])
 
@@ -226,16 +232,6 @@ def first_epoch_map50(results_csv):
             row = {k.strip(): v for k, v in row.items() if k}
             return float(row[FIRST_EPOCH_COLUMN]) if row.get(FIRST_EPOCH_COLUMN) not in (None, "") else None
     return None
-
-
-def round_summary(record):
-    figures = record.get("figures") or {}
-    return {"round": record["round"], "mined": record["mined"], "added": record["added"],
-            "backgrounds": record["backgrounds"], "train_images": record["train_images"],
-            "fp_per_background_image": figures.get("fp_per_background_image"),
-            "critical_recall": figures.get("critical_recall"), "recall": figures.get("recall"),
-            "mAP50": figures.get("mAP50"), "first_epoch": record.get("first_epoch"),
-            "kept": record["kept"], "decision": record["decision"]}
 
 
 # ----------------------------------------------------------------------------------------
@@ -355,8 +351,8 @@ class _Context:
             write_json(os.path.join(folder, "round.json"), record)
             return record
         result = self.fine_tune(folder, weights, entries)
-        last = k == int(self.section.iterations)
-        scan = [] if last else [p for p in self.plan.mine if p not in set(added_before + added)]
+        # Scanned on the last round too, so a rerun with more iterations continues from its scores.
+        scan = [p for p in self.plan.mine if p not in set(added_before + added)]
         figures, scores = self.evaluate(result.weights, folder, scan)
         start_map = previous["fit"]["mAP50"] if previous else self.start["mAP50"]
         record.update(weights=result.weights, fit=result.metrics, figures=figures, pool_scores=scores,

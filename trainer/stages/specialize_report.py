@@ -1,4 +1,4 @@
-"""report.md and the one-line summary of `trainer specialize` (text only, from the stage's records)."""
+"""report.md, rounds.json entries and the one-line summary of `trainer specialize`, from the stage's records."""
 from trainer.stages.training import CATEGORIES
 
 
@@ -90,3 +90,13 @@ def summary_line(metrics, start, report_path):
                 _f(start["figures"].get("critical_recall")), _f(device.get("fp_per_background_image")),
                 _f(start["figures"].get("fp_per_background_image")), _f(metrics.get("mAP50")),
                 metrics["weights"], report_path))
+
+
+def round_summary(record):
+    figures = record.get("figures") or {}
+    return {"round": record["round"], "mined": record["mined"], "added": record["added"],
+            "backgrounds": record["backgrounds"], "train_images": record["train_images"],
+            "fp_per_background_image": figures.get("fp_per_background_image"),
+            "critical_recall": figures.get("critical_recall"), "recall": figures.get("recall"),
+            "mAP50": figures.get("mAP50"), "first_epoch": record.get("first_epoch"),
+            "kept": record["kept"], "decision": record["decision"]}
