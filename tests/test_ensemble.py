@@ -118,6 +118,19 @@ def test_run_lanes_reports_the_failed_lane():
         ensemble.run_lanes([("0", ["recall"]), ("1", ["broken"])], lane_worker, ("t",))
 
 
+def test_what_a_lane_process_is_sent_and_returns_pickles(tmp_path):
+    """The multi-GPU path sends train_lane the whole Config and gets VariantResults back (run_lanes' real
+    training across two processes costs ~30 s on 2 cores, so it is not in the suite; the pickling is)."""
+    import pickle
+
+    config = load_config(write_config(tmp_path / "c.yaml"))
+    job = ("0", ["recall"], config, "data.yaml", "start.pt", str(tmp_path), "jetson", True)
+    assert pickle.loads(pickle.dumps(job)) == job
+    assert pickle.loads(pickle.dumps(ensemble.train_lane)) is ensemble.train_lane
+    result = ensemble.VariantResult("recall", "w.pt", 0.15, "heavy", "m.json", {"mAP50": 0.5})
+    assert pickle.loads(pickle.dumps(result)) == result
+
+
 def test_a_changed_recipe_is_refused_on_resume(tmp_path):
     config = load_config(write_config(tmp_path / "c.yaml"))
     (tmp_path / "out" / "recall").mkdir(parents=True)
@@ -237,3 +250,4 @@ def test_gpu_server_target_trains_the_shore_model_from_its_yaml(specialized, tmp
     model, _ = yolo.load_checkpoint(metrics["weights"])
     assert "yolo11n" in str(model.yaml.get("yaml_file"))
     assert read_json(out / "ensemble.json")["target"] == "gpu-server"
+
