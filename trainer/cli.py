@@ -202,6 +202,19 @@ def _run_active(config, args):
     return run_active(args, config)
 
 
+def _add_specialize(parser):
+    from trainer.stages.specialize import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_specialize(config, args):
+    """Week 4: critical-species oversampling and hard-negative mining through the device's pipeline."""
+    from trainer.stages.specialize import run_command
+
+    return run_command(config, args)
+
+
 def _check_output(folder, where):
     problem = output_problem(folder, "folder")
     if problem:
@@ -220,6 +233,7 @@ COMMANDS = {
     "ssl": (_add_ssl, _run_ssl),
     "baseline": (_add_baseline, _run_baseline),
     "active": (_add_active, _run_active),
+    "specialize": (_add_specialize, _run_specialize),
 }
 
 
