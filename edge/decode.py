@@ -38,11 +38,10 @@ def decode_head(output, num_classes, conf_thr=0.25, iou_thr=0.7, max_det=300, ma
             % (output.shape, num_classes, num_classes))
     if output.dtype != np.float32:
         output = output.astype(np.float32)
-    best = output[:, 4:].max(axis=1)
     kernels = native.active()
-    if kernels is not None and len(output) > 1 and np.count_nonzero(best > conf_thr, axis=1).max() * (
-            num_classes if multi_label else 1) <= max_candidates:
-        return _decode_batch(kernels, output, best, conf_thr, iou_thr, max_det, class_scores, multi_label)
+    if kernels is not None:
+        return _decode_native(kernels, output, conf_thr, iou_thr, max_det, max_candidates, class_scores, multi_label)
+    best = output[:, 4:].max(axis=1)
     decode = _decode_multi_label if multi_label else _decode_one
     return [decode(image, best_score, conf_thr, iou_thr, max_det, max_candidates, class_scores)
             for image, best_score in zip(output, best)]
@@ -78,33 +77,26 @@ def _decode_multi_label(image, best_score, conf_thr, iou_thr, max_det, max_candi
     return Detections(xyxy[keep], score[keep], class_id[keep], extras)
 
 
-def _decode_batch(kernels, output, best, conf_thr, iou_thr, max_det, keep_class_scores, multi_label):
-    """Every image of the batch (the views of one frame) in one pass and one native NMS call, with the
-    same candidates, order and per-image NMS as the per-image path (no image above max_candidates)."""
-    image, anchor = np.nonzero(best > conf_thr)
-    picked = output[image, :, anchor]  # (K, 4 + nc), image-major then anchor, as per image
-    if multi_label:
-        row, class_id = np.nonzero(picked[:, 4:] > conf_thr)
-        score = picked[row, 4 + class_id]
-    else:
-        row = np.arange(len(picked))
-        class_id = picked[:, 4:].argmax(axis=1)
-        score = best[image, anchor]
-    image = image[row]
-    order = np.lexsort((-score, image))  # by image, then descending score, ties in candidate order
-    xyxy = xywh_to_xyxy(picked[row[order], :4])
-    shifted = xyxy + (class_id[order].astype(np.float32) * np.float32(CLASS_OFFSET_PX))[:, None]
-    bounds = np.searchsorted(image[order], np.arange(len(output) + 1))
-    kept, counts = kernels.nms_segments(np.ascontiguousarray(shifted, dtype=np.float32), bounds, float(iou_thr),
-                                        max_det)
+def _decode_native(kernels, output, conf_thr, iou_thr, max_det, max_candidates, keep_class_scores, multi_label):
+    """Every image of the batch (the views of one frame) in one native call: the same candidates, order,
+    cap and per-image NMS as the numpy path, bit for bit (tests/test_decode.py)."""
+    output = np.ascontiguousarray(output)
+    xyxy, score, class_id, anchor, counts = kernels.decode_head(
+        output, conf_thr, _compares_in_f32(conf_thr), multi_label, max_candidates, iou_thr,
+        output.shape[1] * output.shape[2] if max_det is None else max(int(max_det), 0), CLASS_OFFSET_PX)
     results, start = [], 0
-    for count in counts:
-        mine = kept[start:start + count]
-        start += count
-        chosen = order[mine]
-        extras = {"class_scores": picked[row[chosen], 4:]} if keep_class_scores else None
-        results.append(Detections(xyxy[mine], score[chosen], class_id[chosen], extras))
+    for b, count in enumerate(counts.tolist()):
+        end = start + count
+        extras = {"class_scores": output[b, 4:, anchor[start:end]]} if keep_class_scores else None
+        results.append(Detections(xyxy[start:end], score[start:end], class_id[start:end], extras))
+        start = end
     return results
+
+
+def _compares_in_f32(conf_thr):
+    """Whether numpy compares a float32 score array with conf_thr in float32 (a Python float under
+    either casting rule; a numpy float64 only under numpy < 2's value-based casting)."""
+    return np.result_type(np.float32, conf_thr) == np.float32
 
 
 def decode_efficient_nms(num_dets, det_boxes, det_scores, det_classes, num_classes, conf_thr=0.0):

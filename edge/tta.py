@@ -11,6 +11,7 @@ import collections
 import cv2
 import numpy as np
 
+from edge import native
 from edge.boxes import clip_boxes
 from edge.detections import Detections
 from edge.errors import ConfigError, FrameError
@@ -176,18 +177,30 @@ def prepare_views(frame, plan, in_w, in_h):
     check_frame(frame)
     frame_h, frame_w = frame.shape[:2]
     transforms = [view_transform(frame_w, frame_h, v, in_w, in_h) for v in plan]
-    canvases = np.full((len(transforms), in_h, in_w, 3), PAD_VALUE, dtype=np.uint8)
     # Resize the frame once per size and orient the small image: flips and quarter turns commute with
     # a bilinear resize to the swapped size, and turning a 1024 px frame costs more than the resize.
     resized = {}
-    for canvas, t in zip(canvases, transforms):
-        g = t.geometry
-        size = (g.new_h, g.new_w) if t.view.rot90 % 2 else (g.new_w, g.new_h)  # unturned (width, height)
+    for t in transforms:
+        size = _unturned_size(t)
         if size not in resized:
             resized[size] = frame if size == (frame_w, frame_h) else cv2.resize(
                 frame, size, interpolation=cv2.INTER_LINEAR)
-        _paste(canvas, orient_image(resized[size], t.view), g)
+    kernels = native.active()
+    if kernels is not None:
+        # One pass from the resized images to the float batch: no canvases, turned copies or transposes.
+        views = [(np.ascontiguousarray(resized[_unturned_size(t)]), t.view.hflip, t.view.rot90, t.geometry.left,
+                  t.geometry.top) for t in transforms]
+        return kernels.views_to_batch(views, in_h, in_w, PAD_VALUE), transforms
+    canvases = np.full((len(transforms), in_h, in_w, 3), PAD_VALUE, dtype=np.uint8)
+    for canvas, t in zip(canvases, transforms):
+        _paste(canvas, orient_image(resized[_unturned_size(t)], t.view), t.geometry)
     return images_to_batch(canvases), transforms
+
+
+def _unturned_size(transform):
+    """(width, height) of the view's resized frame before its quarter turns."""
+    g = transform.geometry
+    return (g.new_h, g.new_w) if transform.view.rot90 % 2 else (g.new_w, g.new_h)
 
 
 def images_to_batch(canvases):

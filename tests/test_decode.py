@@ -241,3 +241,62 @@ def test_a_batch_of_views_decodes_as_each_view_alone(multi_label, conf, shape):
     for i, mine in enumerate(together):
         alone = decode_head(raw[i:i + 1], nc, conf_thr=conf, multi_label=multi_label, class_scores=True)[0]
         assert mine == alone and np.array_equal(mine.extras["class_scores"], alone.extras["class_scores"])
+
+
+def _on_each_path(monkeypatch, fn):
+    """fn() on the numpy path, then on the native kernels (skipped where they are not built)."""
+    from edge import native
+
+    monkeypatch.setenv("REEFWATCH_NATIVE", "0")
+    expected = fn()
+    monkeypatch.setenv("REEFWATCH_NATIVE", "1")
+    if native.active() is None:
+        pytest.skip("the native kernels are not built (python -m edge.native.build)")
+    return expected, fn()
+
+
+def _same_records(expected, got):
+    assert len(expected) == len(got)
+    for e, g in zip(expected, got):
+        assert e == g and e.xyxy.dtype == g.xyxy.dtype and e.score.dtype == g.score.dtype
+        assert sorted(e.extras) == sorted(g.extras)
+        for name in e.extras:
+            assert e.extras[name].dtype == g.extras[name].dtype
+            np.testing.assert_array_equal(g.extras[name], e.extras[name])
+
+
+def _nan_and_ties_head():
+    """NaN scores (the anchor is never a candidate), equal scores and -0.0 beside 0.0 at a negative threshold."""
+    raw = _realistic(320, 7, 8, 0.25, seed=5)[:2].copy()
+    raw[0, 6, :40] = np.nan
+    raw[1, 4:, 100:300] = np.float32(0.5)
+    raw[1, 5, 300:320] = -0.0
+    return raw
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+@pytest.mark.parametrize("kwargs", [
+    dict(conf_thr=0.001), dict(conf_thr=0.25, iou_thr=0.45), dict(conf_thr=0.01, iou_thr=0.0),
+    dict(conf_thr=np.float64(0.001)), dict(conf_thr=0.001, max_det=7), dict(conf_thr=0.001, max_det=0),
+    dict(conf_thr=0.001, max_det=None), dict(conf_thr=0.001, max_candidates=50), dict(conf_thr=1.0),
+], ids=lambda k: ",".join("%s=%r" % kv for kv in sorted(k.items())))
+@pytest.mark.parametrize("make", [lambda: _realistic(320, 7, 8, 0.25, seed=2), lambda: _realistic(640, 36, 15, 0.3)[:2],
+                                  _nan_and_ties_head], ids=["320px-7", "640px-36", "nan-and-ties"])
+def test_native_decoding_equals_numpy_decoding(make, kwargs, multi_label, monkeypatch):
+    """The C decoder (threshold, top-k, sort, NMS in one call) against the numpy path, bit for bit."""
+    raw = make()
+    nc = raw.shape[1] - 4
+    expected, got = _on_each_path(monkeypatch, lambda: decode_head(raw, nc, multi_label=multi_label,
+                                                                   class_scores=True, **kwargs))
+    _same_records(expected, got)
+
+
+@pytest.mark.parametrize("negative_thr", [False, True])
+def test_native_decoding_of_empty_and_one_box_heads(negative_thr, monkeypatch):
+    heads = [np.zeros((1, 6, 0), np.float32), np.zeros((3, 6, 10), np.float32), np.zeros((0, 6, 10), np.float32)]
+    one = np.zeros((2, 6, 10), np.float32)
+    one[1, :, 3] = [50, 40, 20, 10, 0.9, 0.1]
+    thr = -1.0 if negative_thr else 0.25
+    for raw in heads + [one]:
+        expected, got = _on_each_path(monkeypatch, lambda: decode_head(raw, 2, conf_thr=thr, class_scores=True))
+        _same_records(expected, got)

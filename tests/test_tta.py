@@ -117,3 +117,24 @@ def test_views_resized_once_then_turned_match_turning_the_frame_first(frame_hw, 
                                           for t in transforms]))
     assert batch.shape == reference.shape
     assert np.abs(batch - reference).max() * 255 <= 1.0 + 1e-4
+
+
+@pytest.mark.parametrize("frame_hw", [(768, 1024), (1024, 768), (37, 91), (8, 8), (301, 300)])
+@pytest.mark.parametrize("in_wh", [(320, 320), (320, 256), (64, 96)])
+@pytest.mark.parametrize("plan", ["full", "none", [{"hflip": True, "rot90": 1, "scale": 1.3},
+                                                   {"hflip": True, "rot90": 3, "scale": 0.5},
+                                                   {"hflip": True, "rot90": 2, "scale": 4.0}]],
+                         ids=["full", "none", "flipped-turns-and-crops"])
+def test_native_view_batch_equals_numpy_batch(frame_hw, in_wh, plan, monkeypatch):
+    """The one-pass C batcher against canvases, cv2 turns and the numpy conversion, bit for bit."""
+    from edge import native
+
+    frame = np.random.RandomState(1).randint(0, 256, frame_hw + (3,)).astype(np.uint8)
+    monkeypatch.setenv("REEFWATCH_NATIVE", "0")
+    expected, _ = prepare_views(frame, view_plan(plan), *in_wh)
+    monkeypatch.setenv("REEFWATCH_NATIVE", "1")
+    if native.active() is None:
+        pytest.skip("the native kernels are not built (python -m edge.native.build)")
+    got, _ = prepare_views(np.asfortranarray(frame) if frame_hw == (301, 300) else frame, view_plan(plan), *in_wh)
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)

@@ -1,4 +1,4 @@
-"""Optional C kernels (WBF clustering, greedy NMS), loaded with ctypes.
+"""Optional C kernels (WBF clustering, greedy NMS, head decoding, view batching), loaded with ctypes.
 
 The library is ``edge/native/lib/_reefwatch_kernels.so``, built from kernels.c by
 ``python -m edge.native.build`` (the Makefile and Dockerfile.l4t run it; it
@@ -20,8 +20,8 @@ from edge.errors import NativeError
 logger = logging.getLogger(__name__)
 
 LIBRARY_NAME = "_reefwatch_kernels.so"
-ABI_VERSION = 2
-_F64, _F32 = np.dtype(np.float64), np.dtype(np.float32)
+ABI_VERSION = 3
+_F64, _F32, _U8 = np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.uint8)
 _VALUES = 9  # per WBF cluster: 4 float32 sums, sum of scores, fused box
 _state = {}  # "kernels": the loaded Kernels (or None when absent); "logged": the path logged
 
@@ -101,6 +101,12 @@ class Kernels(object):
         self._nms_segments = lib.rw_nms_segments
         self._nms_segments.restype = i64
         self._nms_segments.argtypes = [p, p, i64, f64, i64, p, p]
+        self._decode = lib.rw_decode_head
+        self._decode.restype = i64
+        self._decode.argtypes = [p, i64, i64, i64, f64, i32, i32, i64, f64, i64, ctypes.c_float, p, p, p, p, p]
+        self._views = lib.rw_views_to_batch
+        self._views.restype = i64
+        self._views.argtypes = [p, i64, i64, i64, i32, p]
 
     def wbf_cluster(self, rows, bounds, iou_thr, f32_divisor):
         """1.0.9's clustering of each row range of ``rows`` (edge.fusion's
@@ -140,7 +146,6 @@ class Kernels(object):
         _check_status(got, "rw_nms", "iou_thr=%r" % (iou_thr,))
         return keep[:got]
 
-
     def nms_segments(self, boxes, bounds, iou_thr, limit):
         """`nms` of each segment boxes[bounds[s]:bounds[s + 1]] on its own, in one call.
 
@@ -159,6 +164,46 @@ class Kernels(object):
                                  counts.__array_interface__["data"][0])
         _check_status(got, "rw_nms_segments", "iou_thr=%r" % (iou_thr,))
         return keep[:got], counts
+
+
+    def decode_head(self, output, thr, thr_f32, multi_label, max_candidates, iou_thr, max_det, class_offset):
+        """Every image of a (B, 4 + nc, A) float32 head decoded and NMSed (see rw_decode_head).
+
+        ``thr_f32``: compare scores with thr in float32 (else float64), as numpy would.
+        Returns (xyxy (K, 4) float32, score (K,) float32, class_id (K,), anchor (K,), counts (B,)),
+        the images' kept boxes one image after the other.
+        """
+        if output.ndim != 3 or output.shape[1] < 5:
+            raise NativeError("output must have shape (B, 4 + nc, A), got %s" % (output.shape,))
+        batch, rows, anchors = output.shape
+        per_image = min(int(max_det), anchors * (rows - 4 if multi_label else 1))
+        # One buffer for every output: each array address costs a microsecond or more through numpy.
+        buf = np.empty(5 * batch * per_image + batch)
+        base = buf.__array_interface__["data"][0]
+        n = batch * per_image
+        got = self._decode(_pointer(output, _F32, "output", 3), batch, rows, anchors, float(thr), int(bool(thr_f32)),
+                           int(bool(multi_label)), int(max_candidates), float(iou_thr), int(max_det),
+                           float(class_offset), base, base + 16 * n, base + 24 * n, base + 32 * n, base + 40 * n)
+        _check_status(got, "rw_decode_head", "iou_thr=%r, max_det=%r, max_candidates=%r" % (
+            iou_thr, max_det, max_candidates))
+        xyxy = buf[:2 * n].view(np.float32).reshape(n, 4)[:got]
+        score = buf[2 * n:3 * n].view(np.float32)[:got]  # the first half of the score block
+        class_id, anchor = buf[3 * n:4 * n].view(np.int64)[:got], buf[4 * n:5 * n].view(np.int64)[:got]
+        return xyxy, score, class_id, anchor, buf[5 * n:5 * n + batch].view(np.int64)
+
+    def views_to_batch(self, views, in_h, in_w, pad):
+        """(N, 3, in_h, in_w) float32 RGB / 255 of views [(image, hflip, rot90, left, top)], each image
+        a C-contiguous (h, w, 3) uint8 BGR array (see rw_views_to_batch)."""
+        params = np.empty((len(views), 7), dtype=np.int64)
+        for row, (image, hflip, rot90, left, top) in zip(params, views):
+            if image.ndim != 3 or image.shape[2] != 3:
+                raise NativeError("each view's image must have shape (h, w, 3), got %s" % (image.shape,))
+            row[:] = (_pointer(image, _U8, "image", 3), image.shape[0], image.shape[1], bool(hflip), rot90, left, top)
+        batch = np.empty((len(views), 3, in_h, in_w), dtype=np.float32)
+        got = self._views(params.__array_interface__["data"][0], len(views), in_h, in_w, int(pad),
+                          batch.__array_interface__["data"][0])
+        _check_status(got, "rw_views_to_batch", "in_h=%r, in_w=%r, pad=%r" % (in_h, in_w, pad))
+        return batch
 
 
 def _check_status(got, function, arguments):
