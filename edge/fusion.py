@@ -76,16 +76,33 @@ def weighted_boxes_fusion(boxes_list, scores_list, labels_list, weights=None, io
 def fuse_detections(detections_list, frame_wh, weights=None, iou_thr=0.55, skip_box_thr=0.0,
                     conf_type="avg"):
     """Fuse ``Detections`` records in frame pixels into one record in frame pixels."""
-    width, height = (float(v) for v in frame_wh)
-    if not (width > 0 and height > 0):
-        raise FusionInputError("frame_wh must be positive (width, height) in pixels, got %r" % (frame_wh,))
-    scale = np.array([width, height, width, height])
+    scale = _frame_scale(frame_wh)
     boxes, scores, labels = weighted_boxes_fusion(
         # A fused box can sit an ulp past the frame edge; clip so a second stage sees [0, 1].
         [np.clip(d.xyxy / scale, 0.0, 1.0) for d in detections_list], [d.score for d in detections_list],
         [d.class_id for d in detections_list], weights=weights, iou_thr=iou_thr,
         skip_box_thr=skip_box_thr, conf_type=conf_type)
     return Detections(boxes * scale, scores, labels.astype(np.int32))
+
+
+def fuse_concatenated(xyxy, score, class_id, counts, frame_wh, weights=None, iou_thr=0.55, skip_box_thr=0.0,
+                      conf_type="avg"):
+    """``fuse_detections`` of records given concatenated (float32 xyxy in frame pixels, score, class_id)
+    with each record's count (``edge.tta.views_to_frame``): the same result, with one normalization."""
+    scale = _frame_scale(frame_wh)
+    bounds = np.cumsum(counts)[:-1]
+    boxes, scores, labels = weighted_boxes_fusion(
+        np.split(np.clip(np.asarray(xyxy, dtype=np.float32) / scale, 0.0, 1.0), bounds),
+        np.split(np.asarray(score, dtype=np.float32), bounds), np.split(np.asarray(class_id, dtype=np.int32), bounds),
+        weights=weights, iou_thr=iou_thr, skip_box_thr=skip_box_thr, conf_type=conf_type)
+    return Detections(boxes * scale, scores, labels.astype(np.int32))
+
+
+def _frame_scale(frame_wh):
+    width, height = (float(v) for v in frame_wh)
+    if not (width > 0 and height > 0):
+        raise FusionInputError("frame_wh must be positive (width, height) in pixels, got %r" % (frame_wh,))
+    return np.array([width, height, width, height])
 
 
 @functools.lru_cache(maxsize=None)

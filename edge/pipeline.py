@@ -25,8 +25,8 @@ from edge.decode import decode_outputs
 from edge.detections import Detections
 from edge.boxes import clip_boxes
 from edge.errors import BackendError, BundleError, DecodeError
-from edge.fusion import fuse_detections
-from edge.tta import check_frame, detections_to_frame, prepare_views, view_plan
+from edge.fusion import fuse_concatenated, fuse_detections
+from edge.tta import check_frame, detections_to_frame, prepare_views, view_plan, views_to_frame
 
 FrameTiming = collections.namedtuple("FrameTiming", "total_s inference_s calls views")
 
@@ -212,12 +212,13 @@ class Pipeline(object):
                                       iou_thr=spec.iou_thr, class_scores=class_scores, multi_label=spec.multi_label)
         except DecodeError as e:
             raise DecodeError("model %r (%s): %s" % (spec.name, spec.path, e)) from e
-        in_frame = [detections_to_frame(d, t) for d, t in zip(per_view, transforms)]
-        if len(in_frame) == 1:
-            return in_frame[0]
+        if len(per_view) == 1:
+            return detections_to_frame(per_view[0], transforms[0])
+        # The views' boxes go back to the frame and into fusion as one array (fusion drops extras).
         fusion = self.bundle.fusion
-        return fuse_detections(in_frame, (transforms[0].frame_w, transforms[0].frame_h), iou_thr=fusion["iou_thr"],
-                               skip_box_thr=fusion["skip_box_thr"], conf_type=fusion["conf_type"])
+        return fuse_concatenated(*views_to_frame(per_view, transforms), (transforms[0].frame_w, transforms[0].frame_h),
+                                 iou_thr=fusion["iou_thr"], skip_box_thr=fusion["skip_box_thr"],
+                                 conf_type=fusion["conf_type"])
 
     def _run(self, backend, batch):
         from edge.backends import run_batched

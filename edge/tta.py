@@ -165,6 +165,28 @@ def detections_to_frame(detections, transform):
     return Detections(xyxy, detections.score, detections.class_id, detections.extras)
 
 
+def views_to_frame(per_view, transforms):
+    """Every view's Detections (input pixels) in frame pixels, clipped, as one (xyxy, score, class_id)
+    and the per-view counts: the values of detections_to_frame view by view, in a few array operations."""
+    counts = [len(d) for d in per_view]
+    geometry = np.repeat([[t.geometry.left, t.geometry.top, t.geometry.gain_x, t.geometry.gain_y]
+                          for t in transforms], counts, axis=0).reshape(-1, 4)
+    xyxy = np.concatenate([d.xyxy for d in per_view]).astype(np.float64)
+    out = (xyxy - geometry[:, [0, 1, 0, 1]]) / geometry[:, [2, 3, 2, 3]]
+    start = 0
+    for t, count in zip(transforms, counts):
+        k, end = t.view.rot90, start + count
+        if k:
+            rotated_w, rotated_h = (t.frame_h, t.frame_w) if k % 2 else (t.frame_w, t.frame_h)
+            out[start:end] = _rotate_boxes_ccw(out[start:end], (4 - k) % 4, rotated_w, rotated_h)
+        if t.view.hflip:
+            out[start:end] = _hflip_boxes(out[start:end], t.frame_w)
+        start = end
+    xyxy = clip_boxes(out, transforms[0].frame_w, transforms[0].frame_h)
+    return (xyxy, np.concatenate([d.score for d in per_view]), np.concatenate([d.class_id for d in per_view]),
+            counts)
+
+
 def check_frame(frame, name="frame"):
     """FrameError unless `frame` is a usable BGR uint8 frame, by the one rule of edge.images."""
     problem = frame_problem(frame)

@@ -138,3 +138,28 @@ def test_native_view_batch_equals_numpy_batch(frame_hw, in_wh, plan, monkeypatch
     got, _ = prepare_views(np.asfortranarray(frame) if frame_hw == (301, 300) else frame, view_plan(plan), *in_wh)
     assert got.dtype == expected.dtype and got.shape == expected.shape
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("per_view_boxes", [0, 1, 40])
+def test_views_to_frame_then_fusion_equals_view_by_view(per_view_boxes):
+    """The pipeline's one-array inversion and fusion of a frame's views against detections_to_frame
+    and fuse_detections view by view, bit for bit (boxes past the edges and empty views included)."""
+    from edge.fusion import fuse_concatenated, fuse_detections
+    from edge.tta import views_to_frame
+
+    rng = np.random.RandomState(per_view_boxes)
+    transforms = [view_transform(1024, 768, v, 320, 320) for v in view_plan("full")]
+    per_view = []
+    for i, _ in enumerate(transforms):
+        n = 0 if i == 3 else per_view_boxes
+        xy = rng.uniform(-20, 330, (n, 2)).astype(np.float32)
+        per_view.append(Detections(np.concatenate([xy, xy + rng.uniform(1, 120, (n, 2))], axis=1),
+                                   rng.uniform(0.001, 1, n), rng.randint(0, 4, n)))
+    expected = [detections_to_frame(d, t) for d, t in zip(per_view, transforms)]
+    xyxy, score, class_id, counts = views_to_frame(per_view, transforms)
+    assert counts == [len(d) for d in per_view]
+    np.testing.assert_array_equal(xyxy, np.concatenate([d.xyxy for d in expected]))
+    assert xyxy.dtype == np.float32
+    fused = fuse_detections(expected, (1024, 768))
+    got = fuse_concatenated(xyxy, score, class_id, counts, (1024, 768))
+    assert got == fused and got.xyxy.dtype == fused.xyxy.dtype
