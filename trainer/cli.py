@@ -215,6 +215,19 @@ def _run_specialize(config, args):
     return run_command(config, args)
 
 
+def _add_ensemble(parser):
+    from trainer.stages.ensemble import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_ensemble(config, args):
+    """Week 5: the variants the device runs (recall, balanced, precision, ...), fine-tuned from the specialized weights."""
+    from trainer.stages.ensemble import run_command
+
+    return run_command(config, args)
+
+
 def _check_output(folder, where):
     problem = output_problem(folder, "folder")
     if problem:
@@ -234,6 +247,7 @@ COMMANDS = {
     "baseline": (_add_baseline, _run_baseline),
     "active": (_add_active, _run_active),
     "specialize": (_add_specialize, _run_specialize),
+    "ensemble": (_add_ensemble, _run_ensemble),
 }
 
 
