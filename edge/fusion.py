@@ -217,6 +217,8 @@ _BOX_FIXES = ("x2 < x1 (swapped)", "y2 < y1 (swapped)", "a coordinate < 0 (set t
 def _fix_boxes(boxes):
     """Swap reversed corners, then clip to [0, 1], in 1.0.9's order; also count each fix."""
     x1, y1, x2, y2 = boxes.T
+    if len(boxes) and boxes.min() >= 0 and boxes.max() <= 1 and not (x2 < x1).any() and not (y2 < y1).any():
+        return boxes, [0, 0, 0, 0]  # already clean (the pipeline's boxes are): nothing to swap or clip
     swap_x = x2 < x1
     swap_y = y2 < y1
     x1, x2 = np.where(swap_x, x2, x1), np.where(swap_x, x1, x2)

@@ -9,6 +9,10 @@ general way, which validates, repairs and warns. Sorting: a label's rows and
 the result are ordered by numpy's argsort as in 1.0.9 when scores tie (its
 order of ties is its own) and by Python's sort otherwise (same order).
 """
+import array
+import itertools
+import struct
+
 import numpy as np
 
 from edge import native
@@ -54,8 +58,8 @@ def _clusters_native(kernels, ordered, iou_thr, f32_divisor, conf_type):
     for label_rows in ordered:
         bounds += [len(rows), len(rows) + len(label_rows)]
         rows += label_rows
-    row_cluster, first, count, wsum, values = kernels.wbf_cluster(np.array(rows, dtype=np.float64), bounds,
-                                                                  iou_thr, f32_divisor)
+    row_cluster, first, count, wsum, values = kernels.wbf_cluster(_float64_array(rows, 8), bounds, iou_thr,
+                                                                  f32_divisor)
     models = [[] for _ in range(len(first))]
     if conf_type in ("box_and_model_avg", "absent_model_aware_avg"):
         for r, ci in zip(rows, row_cluster.tolist()):
@@ -114,8 +118,22 @@ def _descending(values):
     return sorted(range(len(values)), key=values.__getitem__, reverse=True)
 
 
+_F32 = struct.Struct("=f")
+
+
 def _f32(x):
-    return float(np.float32(x))
+    """x rounded to float32, as float(np.float32(x)) but without numpy's scalar cost."""
+    try:
+        return _F32.unpack(_F32.pack(x))[0]
+    except OverflowError:  # struct refuses what float32 rounds to inf
+        return float(np.float32(x))
+
+
+def _float64_array(rows, width):
+    """A (len(rows), width) float64 array of equal-length rows of Python numbers, without numpy's
+    per-element type discovery of nested lists."""
+    flat = array.array("d", itertools.chain.from_iterable(rows))
+    return np.frombuffer(flat, dtype=np.float64).reshape(-1, width)
 
 
 def _fused(rows, seed, merged, conf_type, out):
@@ -153,6 +171,5 @@ def _result(out, weights, conf_type, allows_overflow):
                 mask[present] = False
                 scores.append(score * count / (wsum + float(weights[mask].sum())))
     order = _descending(scores)
-    return (np.array([out[i][0] for i in order], dtype=np.float64).reshape(-1, 4),
-            np.array([scores[i] for i in order], dtype=np.float64),
-            np.array([out[i][2] for i in order], dtype=np.float64))
+    return (_float64_array([out[i][0] for i in order], 4), _float64_array([[scores[i] for i in order]], 1)[:, 0],
+            _float64_array([[out[i][2] for i in order]], 1)[:, 0])
