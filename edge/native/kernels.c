@@ -34,12 +34,6 @@ typedef struct {
     int64_t next, prev; /* links in the cell's list */
 } wbf_cluster;
 
-static int cmp_double(const void *pa, const void *pb)
-{
-    double a = *(const double *)pa, b = *(const double *)pb;
-    return (a > b) - (a < b);
-}
-
 /* k of the centre window |cx_c - cx_b| < k * w_b that IoU > iou_thr needs; as
  * edge.fusion_cluster.reach_factor (see its module docstring for the proof). */
 static double reach_factor(double iou_thr)
@@ -75,6 +69,30 @@ static void cell_insert(int64_t *head, wbf_cluster *c, int64_t i, int64_t cell)
     head[cell] = i;
 }
 
+/* The k-th smallest of a[0, n) (0-based; the array is reordered), the value a sort would put at k:
+ * a selection instead of qsort, whose comparison callbacks cost more than the clustering of small labels. */
+static double kth_smallest(double *a, int64_t n, int64_t k)
+{
+    int64_t lo = 0, hi = n - 1;
+    while (hi > lo) {
+        double pivot = a[lo + (hi - lo) / 2], t;
+        int64_t i = lo, j = hi;
+        while (i <= j) {
+            while (a[i] < pivot) i++;
+            while (a[j] > pivot) j--;
+            if (i <= j) {
+                t = a[i]; a[i] = a[j]; a[j] = t;
+                i++;
+                j--;
+            }
+        }
+        if (k <= j) hi = j;
+        else if (k >= i) lo = i;
+        else break; /* a[j + 1, i) all equal the pivot */
+    }
+    return a[k];
+}
+
 /* Cells per axis for one label: a cell about as wide as most centre windows,
  * so that a window spans at most 2 x 2 cells (as fusion_cluster._run_grid). */
 static int64_t grid_size(const double *rows, int64_t n, double k, double *scratch)
@@ -86,8 +104,7 @@ static int64_t grid_size(const double *rows, int64_t n, double k, double *scratc
         double rx = k * (r[6] - r[4]) + 1e-9, ry = k * (r[7] - r[5]) + 1e-9;
         scratch[i] = rx > ry ? rx : ry;
     }
-    qsort(scratch, (size_t)n, sizeof(double), cmp_double);
-    p = scratch[(n * 3) / 4];
+    p = kth_smallest(scratch, n, (n * 3) / 4);
     p = 2.0 * p;
     if (p < 1e-6) p = 1e-6;
     g = (int64_t)(1.0 / p);
