@@ -56,10 +56,11 @@ def weighted_boxes_fusion(boxes_list, scores_list, labels_list, weights=None, io
     Returns ``(boxes (N, 4), scores (N,), labels (N,))`` float64 arrays sorted by
     descending score.
     """
+    unit_weights = weights is None
     weights = _check_arguments(boxes_list, scores_list, labels_list, weights, iou_thr, conf_type)
     if sum(len(b) for b in boxes_list) <= MAX_BOXES:
         fused = fuse_small(boxes_list, scores_list, labels_list, weights, float(iou_thr), skip_box_thr, conf_type,
-                           allows_overflow, _weak_scalars(), _f32_divisor())
+                           allows_overflow, _weak_scalars(), _f32_divisor(), unit_weights)
         if fused is not None:
             return fused
     table = _prefilter(boxes_list, scores_list, labels_list, weights, skip_box_thr)

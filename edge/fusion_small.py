@@ -24,12 +24,13 @@ _F32_EXACT = 2 ** 24
 
 
 def fuse_small(boxes_list, scores_list, labels_list, weights, iou_thr, skip_box_thr, conf_type,
-               allows_overflow, weak_scalars, f32_divisor):
+               allows_overflow, weak_scalars, f32_divisor, unit_weights=False):
     """1.0.9's (boxes, scores, labels) for small clean input, or None to take the general path.
 
     ``weights`` is the checked weight array (float32 weights go the general way);
     ``weak_scalars``: numpy compares a float32 score with a Python float in
-    float32 (numpy >= 2); ``f32_divisor``: see ``edge.fusion_cluster.cluster_rows``.
+    float32 (numpy >= 2); ``f32_divisor``: see ``edge.fusion_cluster.cluster_rows``;
+    ``unit_weights``: the weights are the default ones, which sum to their count exactly.
     """
     if weights.dtype.kind not in "iuf" or (weights.dtype.kind == "f" and weights.dtype.itemsize < 8):
         return None
@@ -45,11 +46,15 @@ def fuse_small(boxes_list, scores_list, labels_list, weights, iou_thr, skip_box_
     else:
         out = []  # per cluster: box, score, label, weight sum, member lists, count
         for rows in ordered:
+            if len(rows) == 1:  # a label's only box is a cluster of one
+                r = rows[0]
+                out.append((r[4:], r[1], float(r[0]), r[2], (r[3],), 1))
+                continue
             seeds, merged = [], {}
             cluster_plain(rows, 0, iou_thr, True, f32_divisor, seeds, merged)
             for seed in seeds:
                 _fused(rows, seed, merged.get(seed), conf_type, out)
-    return _result(out, weights, conf_type, allows_overflow)
+    return _result(out, weights, conf_type, allows_overflow, unit_weights)
 
 
 def _clusters_native(kernels, ordered, iou_thr, f32_divisor, conf_type):
@@ -85,13 +90,14 @@ def _rows(boxes_list, scores_list, labels_list, weights, thr, weak_scalars):
             continue
         if (boxes.ndim != 2 or boxes.shape[1] != 4 or scores.ndim != 1 or labels.ndim != 1
                 or not len(boxes) == len(scores) == len(labels) or boxes.dtype.kind != "f"
-                or scores.dtype not in (np.float32, np.float64) or labels.dtype.kind not in "iuf"):
+                or scores.dtype.char not in "fd" or not scores.dtype.isnative  # chars: no dtype building
+                or labels.dtype.kind not in "iuf"):
             return None
         n += len(boxes)
         if n > MAX_BOXES:
             return None
         # 1.0.9 compares a numpy score with thr: in float32 for float32 scores under numpy >= 2.
-        cut = float(np.float32(thr)) if weak_scalars and scores.dtype == np.float32 else thr
+        cut = _f32(thr) if weak_scalars and scores.dtype.char == "f" else thr
         w = weights[t]
         for (x1, y1, x2, y2), s, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
             if not 0.0 <= s <= 1e30:
@@ -113,6 +119,8 @@ def _rows(boxes_list, scores_list, labels_list, weights, thr, weak_scalars):
 
 def _descending(values):
     """Indices by descending value, as numpy's ``argsort()[::-1]`` orders them."""
+    if len(values) < 2:
+        return list(range(len(values)))
     if len(set(values)) < len(values):
         return np.argsort(values)[::-1].tolist()
     return sorted(range(len(values)), key=values.__getitem__, reverse=True)
@@ -132,6 +140,8 @@ def _f32(x):
 def _float64_array(rows, width):
     """A (len(rows), width) float64 array of equal-length rows of Python numbers, without numpy's
     per-element type discovery of nested lists."""
+    if len(rows) < 8:  # a few values: numpy's list conversion is the cheaper one
+        return np.array(rows, dtype=np.float64).reshape(-1, width)
     flat = array.array("d", itertools.chain.from_iterable(rows))
     return np.frombuffer(flat, dtype=np.float64).reshape(-1, width)
 
@@ -152,9 +162,9 @@ def _fused(rows, seed, merged, conf_type, out):
                 tuple(rows[j][3] for j in members), len(members)))
 
 
-def _result(out, weights, conf_type, allows_overflow):
+def _result(out, weights, conf_type, allows_overflow, unit_weights=False):
     """1.0.9's rescale of each cluster's score, then its final sort by score."""
-    total = float(weights.sum())
+    total = float(len(weights)) if unit_weights else float(weights.sum())
     n_lists = len(weights)
     scores = []
     for _, score, _, wsum, models, count in out:

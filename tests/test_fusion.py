@@ -297,3 +297,30 @@ def test_a_cluster_drifting_near_a_lone_box_is_redone_and_matches_ensemble_boxes
     lists = yolo_lists(np.random.default_rng(100))
     assert_same(reference(*lists), ours(*lists))
     assert flagged[0] > 0 and flagged[-1] == 0
+
+
+def _one_box_per_label(n_lists, dtype=np.float64, byteswap=False):
+    """Each list's boxes carry labels no other box has: every label is a cluster of one."""
+    rng = np.random.default_rng(n_lists)
+    boxes, scores, labels = [], [], []
+    for t in range(n_lists):
+        xy = rng.uniform(0, 0.6, (3, 2))
+        s = rng.uniform(0.05, 1, 3).astype(dtype)
+        boxes.append(np.concatenate([xy, xy + 0.3], axis=1))
+        scores.append(s.byteswap().view(s.dtype.newbyteorder()) if byteswap else s)
+        labels.append(np.arange(3) + 3 * t)
+    return boxes, scores, labels
+
+
+@pytest.mark.parametrize("conf_type", CONF_TYPES)
+@pytest.mark.parametrize("args, kwargs", [
+    (_one_box_per_label(1), {}),
+    (_one_box_per_label(3), {"weights": [1.0, 0.8, 1.2]}),
+    (_one_box_per_label(3, np.float32), {"skip_box_thr": 0.3}),
+    (_one_box_per_label(2, byteswap=True), {}),
+    (([np.array([[0.1, 0.2, 0.3, 0.4]])], [np.array([0.9])], [np.array([1])]), {}),
+    (([np.array([[0.1, 0.2, 0.3, 0.4]])], [np.array([0.9], np.float32)], [np.array([1])]), {"weights": [2]}),
+], ids=["1-list", "3-lists-weighted", "float32-skip", "byteswapped-scores", "one-box", "one-box-weighted"])
+def test_small_inputs_of_lone_boxes_match_ensemble_boxes(conf_type, args, kwargs):
+    """The small path's shortcuts (a label's only box, default weights' sum, few-row arrays)."""
+    assert_same(reference(*args, conf_type=conf_type, **kwargs), ours(*args, conf_type=conf_type, **kwargs))
