@@ -9,7 +9,6 @@ its type through the annotation and its range through `spec(...)` metadata.
 Fields marked `inherit=True` that are left null take the value of the
 same-named key in `general` when the config is loaded (e.g. ssl.batch_size).
 """
-import copy
 import dataclasses
 import math
 import os
@@ -22,6 +21,8 @@ from typing import Optional
 import yaml
 
 from trainer.errors import ConfigError
+from trainer.config_release import BundleConfig, CalibrationConfig, ExportConfig
+from trainer.config_rules import spec
 from trainer.presets import AUGMENT_PRESETS, AUGMENT_RANGES, ENSEMBLE_VARIANTS
 
 
@@ -30,19 +31,6 @@ SEED_MAX = 2 ** 32 - 1   # ssl seeds torch generators with seed * 1000003 + epoc
 DEVICE = (r"(?i)\s*(|cpu|mps|cuda(:\d+)?|\d+(\s*,\s*\d+)*)\s*", "cpu, mps, cuda:N or GPU ids like 0 or 0,1")
 _short = reprlib.Repr()
 _short.maxstring, _short.maxother, _short.maxlevel = 80, 80, 3
-
-
-def spec(default, *, min=None, max=None, choices=None, inherit=False, min_exclusive=False, regex=False,
-         pattern=None):
-    """A dataclass field with its validation rules in metadata (pattern: (regex to match, what it means)).
-
-    A dict default is a table (e.g. ensemble.variants): a file or override merges into it entry by entry,
-    and an entry set to null removes it."""
-    rules = {"min": min, "max": max, "choices": choices, "inherit": inherit,
-             "min_exclusive": min_exclusive, "regex": regex, "pattern": pattern}
-    if isinstance(default, dict):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata=rules)
-    return field(default=default, metadata=rules)
 
 
 @dataclass(frozen=True)
@@ -244,6 +232,9 @@ class Config:
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     multiscale: MultiscaleConfig = field(default_factory=MultiscaleConfig)
     shore: ShoreConfig = field(default_factory=ShoreConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    bundle: BundleConfig = field(default_factory=BundleConfig)
 
 
 def section_types():
