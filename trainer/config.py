@@ -111,6 +111,7 @@ class BaselineConfig:
     warmup_epochs: float = spec(3.0, min=0.0)
     mosaic: float = spec(1.0, min=0.0, max=1.0)
     cache: bool = spec(False)
+    nbs: int = spec(64, min=1)    # nominal batch: gradients accumulate to it (short CPU runs: batch_size)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ from trainer.stages.training import (CATEGORIES, DEFAULT_36_CATEGORIES, PERIODIC
 
 logger = logging.getLogger(__name__)
 # Config attributes passed to ultralytics under the same name when present.
-OPTIONAL_TRAIN_ARGS = ("optimizer", "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "mosaic", "cache")
+OPTIONAL_TRAIN_ARGS = ("optimizer", "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "mosaic", "cache",
+                       "nbs")
 
 
 @dataclasses.dataclass(frozen=True)
