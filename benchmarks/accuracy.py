@@ -16,53 +16,18 @@ precision-recall PNG (all classes pooled, and critical species).
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
-from benchmarks.common import median_ms, write_json
+from benchmarks.common import write_json
 from edge.bundle import load_bundle
-from edge.images import read_image
-from edge.metrics import evaluate, pooled_curve
-from edge.pipeline import Pipeline, at_operating_point
-from edge.profiles import PROFILES, cascade_settings, run_profile
+from edge.metrics import evaluate
+from edge.pipeline import Pipeline
+from edge.profiles import PROFILES
+from trainer.profile_accuracy import evaluate_profiles
 from trainer.stages.device_eval import load_ground_truth
 
 DEFAULT_PROFILES = PROFILES  # every profile, from their one home
-
-
-def evaluate_profiles(pipeline, items, profiles):
-    bundle = pipeline.bundle
-    categories = {c.id: c.category for c in bundle.classes}
-    frames = [read_image(path) for path, _ in items]
-    ground_truth = [gt for _, gt in items]
-    cascade = cascade_settings(bundle)  # the daemon's defaults: band 0.25-0.6, critical species >= 0.3
-    results = {}
-    for profile in profiles:
-        predictions, reported, times, escalated = [], [], [], 0
-        for frame in frames:
-            start = time.perf_counter()
-            run = run_profile(pipeline, frame, profile, cascade, all_scores=True)
-            times.append(time.perf_counter() - start)
-            predictions.append(run.detections)
-            stage = bundle.profile_settings(run.stages[-1].profile)
-            reported.append(at_operating_point(run.detections, stage))
-            escalated += bool(run.escalated)
-        result = evaluate(predictions, ground_truth, bundle.num_classes, categories)
-        at_device = evaluate(reported, ground_truth, bundle.num_classes, categories, score_thr=0.0)
-        result["recall_by_category"] = at_device["recall_by_category"]
-        result["score_thr"] = "operating thresholds of the profile"
-        result["reported_boxes"] = int(sum(len(r) for r in reported))
-        result["frame_ms"] = median_ms(times)
-        result["mean_frame_ms"] = 1000.0 * float(np.mean(times))
-        if profile == "cascade":
-            result["escalated_share"] = escalated / float(len(frames))
-        critical = [c for c in result["curves"] if c.num_gt and categories.get(c.class_id) == "critical"]
-        result["pooled"] = pooled_curve([c for c in result["curves"] if c.num_gt])
-        result["critical"] = pooled_curve(critical) if critical else None
-        result["predictions"] = predictions
-        results[profile] = result
-    return results
 
 
 def paired_bootstrap(predictions_a, predictions_b, ground_truth, num_classes, resamples=200, seed=0):

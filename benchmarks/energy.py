@@ -16,18 +16,16 @@ estimate), every figure is labelled "estimated".
 import argparse
 import collections
 import os
-import statistics
 import sys
-import time
 
 from benchmarks.common import load_images, machine_facts, write_json
 from edge.bundle import load_bundle
-from edge.energy import DeploymentProfile, daily_energy, parse_deployment_items
-from edge.errors import ConfigError
+from edge.energy import DeploymentProfile, parse_deployment_items
+from edge.energy_measure import add_daily, measure_profile
 from edge.pipeline import Pipeline
 from edge.power.auto import MeterOptions, meter_names, open_meter
 from edge.power.sampler import PowerSampler
-from edge.profiles import CASCADE, STATIC_PROFILES, cascade_settings, run_profile
+from edge.profiles import CASCADE, STATIC_PROFILES, cascade_settings
 
 # Without a deployment in the bundle: one frame a minute, always on, idling at 1.5 W, 14.4 Wh/day of inference.
 FALLBACK_DEPLOYMENT = DeploymentProfile(14.4, "inference", capture_interval_s=60.0)
@@ -37,41 +35,6 @@ def benchmark_deployment(bundle, overrides=""):
     """The bundle's deployment profile (else FALLBACK_DEPLOYMENT) with `overrides` ('field=value,...')."""
     base = getattr(bundle, "deployment", None) or FALLBACK_DEPLOYMENT
     return base.replace(**parse_deployment_items(overrides))
-
-
-def measure_profile(pipeline, sampler, images, profile, settings, frames, min_window_s, warmup=2):
-    """Energy per frame, latencies and cascade outcomes of `profile` over one energy window."""
-    for i in range(warmup):
-        run_profile(pipeline, images[i % len(images)], profile, settings)
-    latencies, escalated, kinds = [], 0, collections.Counter()
-    sampler.begin_window(profile)
-    start = time.perf_counter()
-    while len(latencies) < frames or time.perf_counter() - start < min_window_s:
-        t0 = time.perf_counter()
-        run = run_profile(pipeline, images[len(latencies) % len(images)], profile, settings)
-        latencies.append(time.perf_counter() - t0)
-        escalated += int(run.escalated)
-        if profile == CASCADE:
-            kinds[run.escalation.kind] += 1
-    window = sampler.end_window(profile)
-    return {"frames": len(latencies), "energy_per_frame_j": window.energy_j / len(latencies),
-            "mean_power_w": window.mean_power_w, "latency_median_s": statistics.median(latencies),
-            "latency_mean_s": statistics.mean(latencies), "measured": window.measured, "source": window.source,
-            "escalation_rate": escalated / float(len(latencies)) if profile == CASCADE else None,
-            "reasons": dict(kinds) if profile == CASCADE else None}
-
-
-def add_daily(result, deployment):
-    try:
-        day = daily_energy(deployment, result["energy_per_frame_j"], result["latency_mean_s"])
-    except ConfigError as e:  # more frames than the powered hours can hold at this latency
-        result["daily"] = {"error": str(e)}
-        return result
-    result["daily"] = {"inference_wh": day.inference_wh, "idle_wh": day.idle_wh + day.sleep_wh,
-                       "total_wh": day.total_wh, "frames": day.frames,
-                       "within_budget": (day.inference_wh if deployment.budget_scope == "inference"
-                                         else day.total_wh) <= deployment.budget_wh_day}
-    return result
 
 
 def print_table(results, deployment, label):
