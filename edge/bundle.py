@@ -68,10 +68,14 @@ class Bundle(object):
     ``profiles`` maps each of CALIBRATED_PROFILES to its ProfileSettings;
     without it every profile gets ``temperatures`` and the threshold
     ``fusion['score_thr']`` (schema 1's behaviour). ``deployment`` is an
-    ``edge.energy.DeploymentProfile`` or None.
+    ``edge.energy.DeploymentProfile`` or None. ``gate`` is the trainer's
+    budget-gate record ({passed, failures, forced}) or None (bundles made
+    before the gate); ``default_profile`` the profile the trainer chose to
+    run by default, or None.
     """
 
-    def __init__(self, root, manifest, models, classes, temperatures, plan, fusion, profiles=None, deployment=None):
+    def __init__(self, root, manifest, models, classes, temperatures, plan, fusion, profiles=None, deployment=None,
+                 gate=None, default_profile=None):
         import numpy as np
 
         self.root = root
@@ -86,6 +90,8 @@ class Bundle(object):
             profiles = {p: ProfileSettings(self.temperatures, thresholds) for p in CALIBRATED_PROFILES}
         self.profiles = profiles
         self.deployment = deployment
+        self.gate = gate
+        self.default_profile = default_profile
 
     @property
     def num_classes(self):
@@ -120,7 +126,7 @@ class Bundle(object):
         decode_thr = field.probability(decode_thr, "decode_thr")
         models = [m._replace(decode_thr=decode_thr) for m in self.models]
         return Bundle(self.root, self.manifest, models, self.classes, self.temperatures, self.plan, self.fusion,
-                      self.profiles, self.deployment)
+                      self.profiles, self.deployment, self.gate, self.default_profile)
 
     def __repr__(self):
         return "Bundle(%s, models=%s, classes=%d)" % (self.root, [m.name for m in self.models], self.num_classes)
@@ -290,8 +296,24 @@ def parse_manifest(manifest, root, verify=True):
         return Bundle(root, manifest, models, classes, temperatures, plan, fusion,
                       deployment=_v1_deployment(manifest, where))
     profiles = _parse_profiles(manifest.get("profiles", {}), models, len(classes), where)
+    gate = manifest.get("gate")
+    default_profile = manifest.get("default_profile")
+    if default_profile is not None:
+        from edge.profiles import PROFILES
+
+        field.choice(default_profile, PROFILES, where + " default_profile")
     return Bundle(root, manifest, models, classes, temperatures, plan, fusion, profiles,
-                  _parse_deployment(manifest.get("deployment"), where))
+                  _parse_deployment(manifest.get("deployment"), where),
+                  None if gate is None else field.gate_record(gate, where + " gate"), default_profile)
+
+
+def gate_warning(bundle):
+    """The warning a bundle that failed the trainer's budget gate deserves (shipped with --force), else None."""
+    gate = getattr(bundle, "gate", None)
+    if not gate or gate["passed"]:
+        return None
+    return "bundle %s FAILED the trainer's budget gate%s and was shipped with --force: %s" % (
+        bundle.root, " (profile %s)" % gate["profile"] if gate.get("profile") else "", "; ".join(gate["failures"]))
 
 
 def read_manifest(root):
@@ -366,14 +388,16 @@ def profiles_entry(num_classes, thresholds=None, temperatures=None):
 
 
 def make_manifest(models, classes, tta="full", fusion=None, target="x86-cpu", thresholds=None, temperatures=None,
-                  deployment=None, energy=None, accuracy=None, software=None, calibration_method=None):
+                  deployment=None, energy=None, accuracy=None, software=None, calibration_method=None, gate=None,
+                  default_profile=None):
     """A schema 2 manifest. `thresholds` / `temperatures` map profile -> value (number or one per class);
     profiles not named take the defaults (the single model's operating_thr, DEFAULT_FUSED_THR; T = 1).
+    `gate` (the trainer's verdict) and `default_profile` are left out when None (optional fields).
     """
     fused = dict(DEFAULT_FUSION)
     fused.update(fusion or {})
     fused.pop("score_thr", None)  # schema 2 thresholds live in the profiles
-    return {
+    manifest = {
         "schema_version": SCHEMA_VERSION,
         "target": target,
         "models": models,
@@ -387,6 +411,10 @@ def make_manifest(models, classes, tta="full", fusion=None, target="x86-cpu", th
         "accuracy": accuracy or {},
         "software": software or {},
     }
+    for key, value in (("gate", gate), ("default_profile", default_profile)):
+        if value is not None:
+            manifest[key] = value
+    return manifest
 
 
 def copy_model(src, out_dir, name):

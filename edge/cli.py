@@ -109,7 +109,7 @@ def _run_bundle(args, out):
 
 
 def _verify_bundle(args, out):
-    from edge.bundle import load_bundle
+    from edge.bundle import gate_warning, load_bundle
     from edge.pipeline import Pipeline
 
     bundle = load_bundle(args.bundle)
@@ -126,6 +126,13 @@ def _verify_bundle(args, out):
             name, _span(settings.thresholds), _span(settings.temperatures)))
     if bundle.deployment is not None:
         out.write("  deployment: %s\n" % bundle.deployment)
+    if bundle.default_profile is not None:
+        out.write("  default profile: %s\n" % bundle.default_profile)
+    warning = gate_warning(bundle)
+    if warning:
+        out.write("warning: %s\n" % warning)
+    elif bundle.gate is not None:
+        out.write("  gate: passed\n")
     return 0
 
 

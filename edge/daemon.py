@@ -42,6 +42,7 @@ import logging
 import threading
 import time
 
+from edge.bundle import gate_warning
 from edge.crops import CropStore
 from edge.daemon_reload import ServingBundle, open_pipeline_factory  # edge.serve imports the factory from here
 from edge.errors import BackendError, ConfigError, DaemonError, DecodeError, FrameError  # DaemonError: old home
@@ -193,6 +194,9 @@ class Daemon(object):
         # What can be refused (the bundle, the source) is opened before anything is written.
         stack.callback(self.bundles.close)  # whichever pipelines are open at exit
         self.bundles.open()
+        warning = gate_warning(getattr(self.pipeline, "bundle", None))
+        if warning:
+            logger.warning("%s; its figures are under the floors it was validated against", warning)
         source = self.source_factory(self._stop, self._idle)
         if hasattr(source, "close"):
             stack.callback(source.close)

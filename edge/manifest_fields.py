@@ -117,3 +117,34 @@ def input_size(value, where):
 def _shown(value):
     shown = repr(value)
     return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+GATE_KEYS = ("passed", "failures", "forced", "profile")
+MAX_GATE_FAILURES = 100
+
+
+def gate_record(value, where):
+    """The trainer's budget-gate verdict: {passed, failures: [messages], forced, profile (optional)}.
+
+    A passing record lists no failures; a failing one shipped only because the trainer was forced.
+    """
+    mapping(value, where)
+    unknown = sorted(set(value) - set(GATE_KEYS))
+    if unknown:
+        raise BundleError("%s: unknown keys %s; expected %s" % (where, unknown, ", ".join(GATE_KEYS)))
+    passed = boolean(require(value, "passed", where), where + ".passed")
+    failures = [text(f, "%s.failures[%d]" % (where, i)) for i, f in enumerate(
+        array(value.get("failures", []), where + ".failures", MAX_GATE_FAILURES))]
+    forced = boolean(value.get("forced", False), where + ".forced")
+    if passed and failures:
+        raise BundleError("%s: passed is true but %d failures are listed; a passing gate has none"
+                          % (where, len(failures)))
+    if not passed and not failures:
+        raise BundleError("%s: passed is false but no failure is listed; name the figures that failed" % where)
+    if not passed and not forced:
+        raise BundleError("%s: a failing gate with forced false; the trainer ships a failing bundle only "
+                          "when forced (--force)" % where)
+    record = {"passed": passed, "failures": failures, "forced": forced}
+    if value.get("profile") is not None:
+        record["profile"] = text(value["profile"], where + ".profile")
+    return record
