@@ -114,7 +114,44 @@ HOSTILE = [
     (_set(("schema_version",), 3), "schema_version"),
     (_set(("tta",), [{"rot90": 5}]), "tta"),
     (_set(("tta",), 7), "tta"),
+    (_set(("gate",), "failed"), "gate"),
+    (_set(("gate",), {"failures": []}), "missing field 'passed'"),
+    (_set(("gate",), {"passed": "no", "failures": ["x"], "forced": True}), "gate.passed"),
+    (_set(("gate",), {"passed": False, "failures": "mAP50 low", "forced": True}), "gate.failures"),
+    (_set(("gate",), {"passed": False, "failures": [3], "forced": True}), r"gate.failures[0]"),
+    (_set(("gate",), {"passed": False, "failures": ["x"], "forced": 1}), "gate.forced"),
+    (_set(("gate",), {"passed": True, "failures": ["mAP50 low"]}), "a passing gate has none"),
+    (_set(("gate",), {"passed": False, "failures": [], "forced": True}), "no failure is listed"),
+    (_set(("gate",), {"passed": False, "failures": ["x"], "forced": False}), "only when forced"),
+    (_set(("gate",), {"passed": True, "verdict": "ok"}), "unknown keys"),
+    (_set(("gate",), {"passed": True, "profile": 3}), "gate.profile"),
+    (_set(("default_profile",), "turbo"), "default_profile"),
 ]
+
+
+GATE_FAILED = {"passed": False, "failures": ["mAP50 of profile ensemble is 0.1, under the floor 0.3"],
+               "forced": True, "profile": "ensemble"}
+
+
+@pytest.mark.parametrize("gate, passed", [(None, None), ({"passed": True, "failures": [], "forced": False}, True),
+                                          ({"passed": True}, True), (GATE_FAILED, False)])
+def test_gate_record_is_optional_and_read_back(built, gate, passed):
+    manifest = copy.deepcopy(_manifest(built))
+    manifest.pop("gate", None)
+    if gate is not None:
+        manifest["gate"] = gate
+    bundle = parse_manifest(manifest, built.root, verify=False)
+    assert (bundle.gate is None) == (gate is None)
+    if gate is not None:
+        assert bundle.gate["passed"] is passed and bundle.gate["failures"] == gate.get("failures", [])
+
+
+def test_schema1_bundle_without_gate_loads(built):
+    v1 = copy.deepcopy(_manifest(built))
+    v1["schema_version"] = 1
+    v1.pop("profiles")
+    bundle = parse_manifest(v1, built.root, verify=False)
+    assert bundle.gate is None and bundle.default_profile is None
 
 
 @pytest.mark.parametrize("edit, message", HOSTILE)
@@ -251,3 +288,23 @@ def test_model_with_wrong_class_count_is_refused_by_build(tmp_path):
     model = head_onnx(str(tmp_path / "wrong.onnx"), wrong, np.zeros_like(wrong))
     with pytest.raises(BundleError, match="classes"):
         build_bundle(str(tmp_path / "b"), [("balanced", model)], CLASSES)
+
+
+def test_verify_warns_about_a_forced_failing_bundle(built, tmp_path, capsys):
+    manifest = _manifest(built)
+    manifest.update(gate=GATE_FAILED, default_profile="ensemble")
+    root = _copy_bundle(built, tmp_path / "forced", json.dumps(manifest))
+    assert main(["bundle", "verify", root]) == 0
+    out = capsys.readouterr().out
+    assert "warning:" in out and "FAILED the trainer's budget gate" in out and "under the floor 0.3" in out
+    assert "default profile: ensemble" in out
+
+
+def test_verify_of_a_passing_or_ungated_bundle_does_not_warn(built, tmp_path, capsys):
+    manifest = _manifest(built)
+    manifest["gate"] = {"passed": True, "failures": [], "forced": False}
+    root = _copy_bundle(built, tmp_path / "passed", json.dumps(manifest))
+    assert main(["bundle", "verify", root]) == 0
+    assert "warning" not in capsys.readouterr().out
+    assert main(["bundle", "verify", built.root]) == 0
+    assert "warning" not in capsys.readouterr().out

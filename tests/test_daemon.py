@@ -96,12 +96,14 @@ class FakeBundles(object):
     def __init__(self, scene):
         self.scene, self.version, self.broken, self.opened, self.faulty, self.deployment = \
             scene, "v1", False, [], set(), None
+        self.gate = None  # the manifest's budget-gate record of the next load
 
     def __call__(self, path):
         if self.broken:
             raise BundleError("%s/manifest.json: checksum of balanced.onnx does not match" % path)
         bundle = fake_bundle(path, self.version)
         bundle.deployment = self.deployment
+        bundle.gate = self.gate
         faulty = self.version in self.faulty
 
         def outputs(batch):
@@ -230,6 +232,24 @@ def test_each_frame_is_stored_with_energy_latency_versions_and_crops(rig):
     assert [d["class_name"] for d in detections] == ["turtle"] * 4
     assert all(os.path.isfile(d["crop_path"]) for d in detections)
     assert [r["origin"] for r in rows] == ["fake#%d" % i for i in range(4)]
+
+
+@pytest.mark.parametrize("gate, warned", [
+    (None, False),
+    ({"passed": True, "failures": [], "forced": False}, False),
+    ({"passed": False, "failures": ["Wh/day of profile ensemble_flip is 31, over the budget 20"], "forced": True},
+     True),
+])
+def test_a_bundle_shipped_past_a_failing_gate_is_warned_about_at_start(rig, caplog, gate, warned):
+    rig.bundles.gate = gate
+    with caplog.at_level("WARNING", logger="edge.daemon"):
+        summary = rig.make(count=1).run()
+    assert summary["processed"] == 1  # it still serves: the user forced it
+    warnings = [r.getMessage() for r in caplog.records if r.name == "edge.daemon" and r.levelname == "WARNING"]
+    gate_warnings = [w for w in warnings if "budget gate" in w]
+    assert bool(gate_warnings) == warned
+    if warned:
+        assert "over the budget 20" in gate_warnings[0] and "--force" in gate_warnings[0]
 
 
 def test_crops_per_frame_zero_saves_no_crop(rig):
