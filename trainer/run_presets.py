@@ -1,0 +1,86 @@
+"""`run-all --preset`: config overrides that size the whole chain (smoke, demo, full).
+
+A preset is a {section: {key: value}} table applied over the config file and under `--set`
+(defaults < file < preset < --set < flags), plus `pool_images`: the unlabelled pool the
+synthetic data comes with for the active-learning stage, whose own labels play the vendor's
+answer. `full` changes nothing: the config as written.
+
+    smoke  3 classes at 96 px, 64 px training, one epoch per fit: the whole chain in minutes on 2 cores
+    demo   6 classes at 192 px, a few epochs per fit: `make demo`, about 15 minutes on 2 cores
+    full   the configuration as written
+"""
+import yaml
+
+from trainer.errors import ConfigError
+
+_TINY_SSL = {"model": "yolov8n.yaml", "epochs": 1, "batch_size": 4, "proj_hidden_dim": 64, "proj_dim": 32,
+             "pred_hidden_dim": 64, "checkpoint_every": 1, "keep_last": 1}
+# Gate floors at zero: a model trained for a minute is not meant to pass them, only to go through the gate.
+_OPEN_GATE = {"min_map50": 0.0, "min_critical_recall": 0.0, "budget_wh_day": 1000.0}
+
+PRESETS = {
+    "smoke": {
+        "pool_images": 12,
+        "config": {
+            "general": {"device": "cpu", "num_workers": 0, "batch_size": 4, "imgsz": 64, "seed": 0},
+            "synth": {"images": 32, "classes": 3, "imgsz": 96, "background_fraction": 0.2, "val_fraction": 0.25,
+                      "sequences": 0, "sequence_length": 0},
+            "ssl": dict(_TINY_SSL, imgsz=64),
+            "baseline": {"model": "yolov8n.yaml", "epochs": 1, "imgsz": 64, "batch_size": 4, "mosaic": 0.0,
+                         "warmup_epochs": 0.0, "save_period": -1, "keep_last": 1, "nbs": 4},
+            "active": {"k": 4},
+            "critical_species": {"iterations": 1, "epochs": 1, "holdout_fraction": 0.5, "mosaic": 0.0,
+                                 "save_period": -1, "keep_last": 1},
+            "ensemble": {"epochs": 1, "save_period": -1, "keep_last": 1},
+            "multiscale": {"enabled": True, "min": 64, "max": 96, "stride": 32},
+            "calibration": {"images": 16, "min_matches": 5},
+            "export": {"parity_images": 2, "max_tries": 1},
+            "bundle": dict(_OPEN_GATE, energy_frames=2),
+        },
+    },
+    "demo": {
+        "pool_images": 120,
+        "config": {
+            "general": {"device": "cpu", "num_workers": 2, "batch_size": 16, "imgsz": 192, "seed": 0},
+            "synth": {"images": 400, "classes": 6, "imgsz": 192, "background_fraction": 0.08, "val_fraction": 0.2,
+                      "sequences": 4, "sequence_length": 8},
+            "ssl": dict(_TINY_SSL, epochs=2, batch_size=16, imgsz=96),
+            "baseline": {"model": "yolov8n.yaml", "epochs": 12, "imgsz": 192, "batch_size": 16, "optimizer": "AdamW",
+                         "lr0": 0.003, "lrf": 0.2, "warmup_epochs": 1.0, "mosaic": 0.0, "cache": True,
+                         "patience": 0, "save_period": -1, "keep_last": 1, "nbs": 16},
+            "active": {"k": 40},
+            "critical_species": {"iterations": 1, "epochs": 3, "mosaic": 0.0, "save_period": -1, "keep_last": 1},
+            "ensemble": {"epochs": 3, "save_period": -1, "keep_last": 1},
+            "multiscale": {"enabled": True, "min": 160, "max": 224, "stride": 32},
+            "calibration": {"images": 200, "min_matches": 10},
+            "export": {"parity_images": 10},
+            "bundle": dict(_OPEN_GATE, energy_frames=10),
+        },
+    },
+    "full": {"pool_images": None, "config": {}},
+}
+
+
+def preset_overrides(name):
+    """'section.key=value' strings of a preset, in table order (values written as YAML)."""
+    table = _preset(name)["config"]
+    return ["%s.%s=%s" % (section, key, _yaml_value(value)) for section, values in table.items()
+            for key, value in values.items()]
+
+
+def _yaml_value(value):
+    if isinstance(value, str):   # quoted, so a name like 'null' or '1e3' stays a string
+        return "'%s'" % value.replace("'", "''")
+    return yaml.safe_dump(value, default_flow_style=True).strip().replace("\n...", "").strip()
+
+
+def pool_images(name, synth_images):
+    """Pool size for synthetic data: the preset's, else a quarter of the synthetic stills."""
+    count = _preset(name)["pool_images"]
+    return int(count) if count is not None else max(1, int(synth_images) // 4)
+
+
+def _preset(name):
+    if name not in PRESETS:
+        raise ConfigError("--preset %s: no such preset; expected one of %s" % (name, ", ".join(PRESETS)))
+    return PRESETS[name]
