@@ -64,13 +64,15 @@ class Context:
         return lambda items: tqdm(items, desc=desc, unit="img")
 
 
-def run_all(config, work, preset="full", data=None, pool=None, start=None, stream=None, progress=True):
-    """Run (or resume) the chain in `work`; 0 when every stage finished, STOPPED when it stopped on purpose."""
-    from trainer import run_history
-    from trainer.run_stages import STAGES
+def run_all(config, work, preset="full", data=None, pool=None, start=None, stream=None, progress=True, stages=None):
+    """Run (or resume) the chain in `work`; 0 when every stage finished, STOPPED when it stopped on purpose.
 
+    stages: the Stage list (default trainer.run_stages.STAGES; tests pass their own)."""
+    from trainer import run_history, run_stages
+
+    stages = stages or run_stages.STAGES
     stream = stream or sys.stdout
-    order = [s.name for s in STAGES]
+    order = [s.name for s in stages]
     first_forced = rs.from_index(order, start) if start else len(order)
     os.makedirs(work, exist_ok=True)
     state_path = os.path.join(work, rs.STATE_FILE)
@@ -78,7 +80,7 @@ def run_all(config, work, preset="full", data=None, pool=None, start=None, strea
     state["preset"] = preset
     ctx = Context(config, work, state, preset, data, pool, progress)
     upstream_ran = False
-    for i, stage in enumerate(STAGES):
+    for i, stage in enumerate(stages):
         missing = stage.missing()
         if missing:
             _say(stream, "[%d/%d] %s: not available in this trainer (%s); run-all stops after %s"

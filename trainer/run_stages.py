@@ -372,31 +372,22 @@ def _bundle_run(ctx):
     bundle = ctx.path("bundle")
     if os.path.abspath(result.bundle_dir) != bundle:   # the bundle's place in WORK, whatever the stage's layout
         shutil.copytree(result.bundle_dir, bundle)
-    return Outcome([bundle], {"bundle": bundle}, bundle_figures(result.accuracy, result.energy),
+    return Outcome([bundle], {"bundle": bundle}, bundle_figures(result),
                    note="gate %s" % ("passed" if result.verdict.get("passed") else "FAILED: %s"
                                      % "; ".join(map(str, result.verdict.get("failures", [])))))
 
 
-def _pick(table, *keys):
-    for key in keys:
-        if isinstance(table, dict) and table.get(key) is not None:
-            return table[key]
-    return None
+def bundle_figures(result):
+    """History rows per profile of a BundleResult: its edge-pipeline accuracy and the budget's Wh/day."""
+    from trainer.bundle_energy import budget_figures
 
-
-def bundle_figures(accuracy, energy):
-    """History rows per profile from a bundle's accuracy and energy tables (edge pipeline figures)."""
+    energy = result.energy or {}
+    daily = budget_figures(energy[energy["budget_source"]]) if energy.get(energy.get("budget_source")) else {}
     out = {}
-    for profile, acc in sorted((accuracy or {}).items()):
-        if not isinstance(acc, dict):
-            continue
-        e = (energy or {}).get(profile) if isinstance(energy, dict) else None
-        daily = _pick(e, "daily") or {}
-        out["bundle/" + profile] = {"mAP50": _pick(acc, "mAP50", "map50"),
-                                    "critical_recall": _pick(acc, "critical_recall") or
-                                    _pick(_pick(acc, "recall_by_category") or {}, "critical"),
-                                    "wh_day": _pick(e, "wh_day", "total_wh_day") or _pick(daily, "total_wh"),
-                                    "source": "edge pipeline"}
+    for profile, acc in result.accuracy.items():
+        label = "bundle/%s%s" % (profile, " (default)" if profile == result.default_profile else "")
+        out[label] = {"mAP50": acc.get("map50"), "critical_recall": acc.get("critical_recall"),
+                      "wh_day": (daily.get(profile) or (None,))[0], "source": "edge pipeline"}
     return out
 
 
