@@ -122,18 +122,19 @@ def test_calibrate_writes_temperatures_the_bundle_accepts(assets, tmp_path):
 
 
 @pytest.mark.slow
-def test_calibrate_cli_one_profile(assets, tmp_path):
+def test_calibrate_cli_cascade_alone_fits_its_stages(assets, tmp_path):
     out = tmp_path / "cli"
     from trainer.cli import COMMANDS, main
 
     commands = dict(COMMANDS, calibrate=(calibrate.add_arguments, calibrate.run_command))
-    argv = ["--set", "calibration.profiles=single", "calibrate", "--export", assets["export"], "--data",
+    argv = ["--set", "calibration.profiles=cascade", "calibrate", "--export", assets["export"], "--data",
             assets["data"], "--out", str(out), "--images", "3"]
     code, text, err, crash = run_in_process(lambda a: main(a, commands=commands), argv)
     assert code == 0 and crash is None, err + (crash or "")
     record = json.loads((out / "calibration.json").read_text())
-    assert list(record["profiles"]) == ["single"] and record["images"] == 3
-    assert "calibrate single: D-ECE" in text
+    assert list(record["profiles"]) == ["single", "ensemble_full"] and record["images"] == 3
+    assert set(record["d_ece"]) == {"single", "ensemble_full", "cascade"}
+    assert "calibrate cascade: D-ECE" in text
 
 
 def test_refuses_the_test_split_and_unknown_profiles(assets, tmp_path):

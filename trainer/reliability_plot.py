@@ -37,8 +37,9 @@ def _panel(top, bottom, label, confidences, matched, bins):
     width = table.edges[1] - table.edges[0]
     full = table.count > 0
     top.bar(centres[full], table.precision[full], width=width * 0.9, color="#4a7fb5", label="precision")
-    top.bar(centres[full], table.confidence[full] - table.precision[full], bottom=table.precision[full],
-            width=width * 0.9, color="#e07b6a", alpha=0.45, label="gap to confidence")
+    low = np.minimum(table.confidence[full], table.precision[full])
+    top.bar(centres[full], np.abs(table.confidence[full] - table.precision[full]), bottom=low, width=width * 0.9,
+            color="none", edgecolor="#d0503c", hatch="//", label="gap to mean confidence")
     top.plot([0, 1], [0, 1], color="black", lw=1, ls="--", label="calibrated")
     top.set(xlim=(0, 1), ylim=(0, 1), ylabel="precision of the bin",
             title="%s: D-ECE %.4f (%d detections)" % (label, detection_ece(confidences, matched, bins),

@@ -36,6 +36,7 @@ import numpy as np
 
 from edge.bundle import CALIBRATED_PROFILES, Bundle, ProfileSettings, default_profiles, sha256_of
 from edge.calibration import calibrate
+from edge.errors import ConfigError as EdgeConfigError
 from edge.profiles import CASCADE, CASCADE_STAGES, PROFILES, cascade_settings, check_profile, run_profile
 from trainer import calibration_fit as fit
 from trainer.errors import ConfigError, DataError, TrainerError
@@ -80,7 +81,7 @@ def run_calibrate(config, export_dir, data, out_dir, resume=True, progress=True)
     fitted = {p: fit_profile(raw[p], ground_truth, bundle, p, section) for p in raw}
     calibrated = with_profiles(bundle, {p: ProfileSettings(np.asarray(f["temperatures"]), np.asarray(f["thresholds"]))
                                         for p, f in fitted.items()})
-    static = [p for p in profiles if p != CASCADE]
+    static = list(raw)  # the cascade's stages too: the device needs their settings to run it
     record = {"method": "temperature", "split": split, "images": len(items), "plan": DEPLOYED_PLAN,
               "classes": [{"id": c.id, "name": c.name, "category": c.category} for c in bundle.classes],
               "profiles": {p: {k: fitted[p][k] for k in ("temperatures", "thresholds", "figures")} for p in static},
@@ -90,7 +91,7 @@ def run_calibrate(config, export_dir, data, out_dir, resume=True, progress=True)
     if CASCADE in profiles:
         record["cascade"], states[CASCADE] = cascade_figures(raw, fitted, bundle, calibrated, ground_truth, section)
         record["d_ece"][CASCADE], record["log_loss"][CASCADE] = record["cascade"]["d_ece"], record["cascade"]["log_loss"]
-    record["reliability"] = {p: plot_profile(out_dir, p, states[p], section.ece_bins) for p in profiles}
+    record["reliability"] = {p: plot_profile(out_dir, p, s, section.ece_bins) for p, s in states.items()}
     write_report(os.path.join(out_dir, "report.md"), record)
     write_json(path, json_ready(record))
     return _result(out_dir, record, resumed=False)
@@ -115,7 +116,7 @@ def requested_profiles(text):
     for p in wanted:
         try:
             check_profile(p)
-        except Exception as e:
+        except EdgeConfigError as e:
             raise ConfigError("calibration.profiles: %s" % e) from e
     return [p for p in PROFILES if p in wanted]
 
