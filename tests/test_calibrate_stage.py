@@ -65,6 +65,24 @@ def assets(tmp_path_factory):
     return {"root": root, "export": str(export), "data": str(data), "entries": entries}
 
 
+def _cascade_on_device(bundle_dir, images):
+    """(boxes reported, share of frames escalated) of the cascade on the real pipeline over a bundle."""
+    import cv2
+
+    from edge.pipeline import Pipeline, at_operating_point
+    from edge.profiles import cascade_settings, run_profile
+
+    reported, escalated = 0, 0
+    with Pipeline.open(bundle_dir, backend="onnxruntime") as pipeline:
+        settings = cascade_settings(pipeline.bundle)
+        for path in images:
+            run = run_profile(pipeline, cv2.imread(path), "cascade", settings, all_scores=True)
+            stage = pipeline.bundle.profile_settings(run.stages[-1].profile)
+            reported += len(at_operating_point(run.detections, stage))
+            escalated += bool(run.escalated)
+    return reported, escalated / float(len(images))
+
+
 def _config(**settings):
     values = dict({"images": 5, "min_matches": 3}, **settings)
     return load_config(None, ["calibration.%s=%s" % kv for kv in values.items()])
@@ -113,6 +131,11 @@ def test_calibrate_writes_temperatures_the_bundle_accepts(assets, tmp_path):
     for profile, entry in result.profiles.items():
         np.testing.assert_allclose(bundle.profile_settings(profile).temperatures, entry["temperatures"])
         np.testing.assert_allclose(bundle.profile_settings(profile).thresholds, entry["thresholds"])
+
+    # The device running that bundle reproduces the cascade's figures (replayed stages = real stages).
+    reported, escalated = _cascade_on_device(str(bundle_dir), record["inputs"]["images"])
+    assert escalated == pytest.approx(record["cascade"]["after"]["escalated_share"])
+    assert reported == record["cascade"]["after"]["by_category"]["overall"]["kept"]
 
     # Same inputs: reused; another image count: fitted again.
     again = calibrate.run_calibrate(_config(), assets["export"], assets["data"], str(out), progress=False)

@@ -307,14 +307,15 @@ class ReplayPipeline(object):
         return found if all_scores else at_operating_point(found, self.bundle.profile_settings(profile))
 
 
-def cascade_predictions(bundle, per_profile, section):
+def cascade_predictions(bundle, per_profile):
     """(every box of the stage that answered, what the device reports) per image, through run_profile."""
     from edge.pipeline import at_operating_point
 
     replay = ReplayPipeline(bundle, per_profile)
     settings = cascade_settings(bundle)   # the daemon's defaults, as benchmarks.accuracy scores the cascade
     predictions, reported, escalated = [], [], 0
-    for replay.index in range(len(per_profile[CASCADE_STAGES[0]])):
+    for index in range(len(per_profile[CASCADE_STAGES[0]])):
+        replay.index = index
         run = run_profile(replay, None, CASCADE, settings, all_scores=True)
         predictions.append(run.detections)
         reported.append(at_operating_point(run.detections, bundle.profile_settings(run.stages[-1].profile)))
@@ -328,7 +329,7 @@ def cascade_figures(raw, fitted, bundle, calibrated_bundle, ground_truth, sectio
     after = {p: [calibrate(d, fitted[p]["temperatures"]) for d in raw[p]] for p in CASCADE_STAGES}
     figures, states, inputs = {"stages": list(CASCADE_STAGES)}, {}, {}
     for state, b, dets in (("before", bundle, raw), ("after", calibrated_bundle, after)):
-        predictions, reported, escalated = cascade_predictions(b, dets, section)
+        predictions, reported, escalated = cascade_predictions(b, dets)
         matched = np.concatenate([fit.matched_flags(d, gt, section.iou_thr) for d, gt in zip(predictions, ground_truth)]
                                  + [np.zeros(0, bool)])
         scores, class_id = _pooled(predictions)
