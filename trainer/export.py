@@ -26,3 +26,17 @@ def export_onnx(model, out_path, imgsz, batch=1, dynamic=False, opset=DEFAULT_OP
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     shutil.move(exported, out_path)
     return out_path
+
+
+def onnx_io(path):
+    """(input name, input shape, output names) of an ONNX file; a dynamic axis is its name (e.g. 'batch')."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (OSError, DecodeError) as e:
+        raise TrainerError("cannot read ONNX file %s: %s" % (path, e)) from e
+    graph = model.graph
+    dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    return graph.input[0].name, dims, [o.name for o in graph.output]
