@@ -139,10 +139,32 @@ def fp16_twin(model, keep_fp32=()):
             twin = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=blocked)
     except (ValueError, KeyError, RuntimeError) as e:
         raise TrainerError("FP16 conversion failed: %s" % e) from e
+    _float_outputs(twin)
     clipped = [w for w in caught if "truncated" in str(w.message)]
     if clipped:  # one line, not one per weight: values outside FP16's range or below its smallest step
         logger.info("FP16 conversion clipped %d values to FP16's range (e.g. %s)", len(clipped), clipped[0].message)
     return twin
+
+
+def _float_outputs(model):
+    """Give FP16 graph outputs a cast back to float32, in place.
+
+    With keep_io_types the converter still types an output FP16 when the node making it is blocked
+    (it adds its FP16 cast after the node, then sees no float output left to cast back).
+    """
+    import onnx
+    from onnx import helper
+
+    for output in model.graph.output:
+        if output.type.tensor_type.elem_type != onnx.TensorProto.FLOAT16:
+            continue
+        inner = output.name + "_fp16"
+        for node in model.graph.node:
+            node.output[:] = [inner if name == output.name else name for name in node.output]
+            node.input[:] = [inner if name == output.name else name for name in node.input]
+        model.graph.node.append(helper.make_node("Cast", [inner], [output.name], to=onnx.TensorProto.FLOAT,
+                                                 name=output.name + "_to_float"))
+        output.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
 
 
 # Parity figures ------------------------------------------------------------------------
