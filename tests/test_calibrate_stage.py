@@ -95,6 +95,7 @@ def test_calibrate_writes_temperatures_the_bundle_accepts(assets, tmp_path):
     record = json.loads((out / "calibration.json").read_text())
     assert set(record["profiles"]) == set(CALIBRATED_PROFILES) == set(result.profiles)
     assert record["split"] == "val" and record["images"] == 5 and record["method"] == "temperature"
+    assert record["tta"] == calibrate.DEPLOYED_PLAN  # the plan ensemble_full was fitted on (trainer bundle reads it)
     for profile, entry in record["profiles"].items():
         assert len(entry["temperatures"]) == NC and len(entry["thresholds"]) == NC
         assert all(t > 0 for t in entry["temperatures"])

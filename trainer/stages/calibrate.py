@@ -82,7 +82,7 @@ def run_calibrate(config, export_dir, data, out_dir, resume=True, progress=True)
     calibrated = with_profiles(bundle, {p: ProfileSettings(np.asarray(f["temperatures"]), np.asarray(f["thresholds"]))
                                         for p, f in fitted.items()})
     static = list(raw)  # the cascade's stages too: the device needs their settings to run it
-    record = {"method": "temperature", "split": split, "images": len(items), "plan": DEPLOYED_PLAN,
+    record = {"method": "temperature", "split": split, "images": len(items), "tta": DEPLOYED_PLAN,
               "classes": [{"id": c.id, "name": c.name, "category": c.category} for c in bundle.classes],
               "profiles": {p: {k: fitted[p][k] for k in ("temperatures", "thresholds", "figures")} for p in static},
               "d_ece": {p: fitted[p]["figures"]["d_ece"] for p in static},
