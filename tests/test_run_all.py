@@ -193,7 +193,8 @@ def test_cli_refuses_bad_choices_and_data_inside_the_work_folder(tmp_path, capsy
 def test_smoke_preset_end_to_end_then_a_rerun_skips_everything(tmp_path, capsys):
     work = tmp_path / "work"
     code = main(["run-all", "--work", str(work), "--preset", "smoke"], commands=CLI)
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out + captured.err[-3000:]
     state = state_of(work)
     done = [n for n in run_stages.STAGE_NAMES if (state["stages"].get(n) or {}).get("status") == "done"]
     assert done[:6] == ["synth", "ssl", "baseline", "active", "specialize", "ensemble"], out[-2000:]

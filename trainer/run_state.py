@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 
+from edge.bundle import sha256_of
 from trainer.errors import TrainerError
 
 SCHEMA = "reefwatch-run-state"
@@ -49,14 +50,6 @@ def now_iso():
 # Digests
 
 
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def listing_digest(folder):
     """sha256 of every file's relative path, size and mtime below `folder` (sorted)."""
     rows = []
@@ -75,7 +68,7 @@ def digest(path):
     if os.path.isdir(path):
         return listing_digest(path)
     if os.path.isfile(path):
-        return sha256_file(path)
+        return sha256_of(path)
     return None
 
 
