@@ -228,6 +228,19 @@ def _run_ensemble(config, args):
     return run_command(config, args)
 
 
+def _add_calibrate(parser):
+    from trainer.stages.calibrate import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_calibrate(config, args):
+    """Week 6: temperatures and operating thresholds per inference profile, fitted through the device's pipeline."""
+    from trainer.stages.calibrate import run_command
+
+    return run_command(config, args)
+
+
 def _check_output(folder, where):
     problem = output_problem(folder, "folder")
     if problem:
@@ -248,6 +261,7 @@ COMMANDS = {
     "active": (_add_active, _run_active),
     "specialize": (_add_specialize, _run_specialize),
     "ensemble": (_add_ensemble, _run_ensemble),
+    "calibrate": (_add_calibrate, _run_calibrate),
 }
 
 
