@@ -241,6 +241,19 @@ def _run_calibrate(config, args):
     return run_command(config, args)
 
 
+def _add_bundle(parser):
+    from trainer.stages.bundle import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_bundle(config, args):
+    """Week 6: the edge bundle with accuracy and energy measured through edge's pipeline, behind the budget gate."""
+    from trainer.stages.bundle import run_command
+
+    return run_command(config, args)
+
+
 def _check_output(folder, where):
     problem = output_problem(folder, "folder")
     if problem:
@@ -262,6 +275,7 @@ COMMANDS = {
     "specialize": (_add_specialize, _run_specialize),
     "ensemble": (_add_ensemble, _run_ensemble),
     "calibrate": (_add_calibrate, _run_calibrate),
+    "bundle": (_add_bundle, _run_bundle),
 }
 
 
