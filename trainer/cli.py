@@ -228,6 +228,19 @@ def _run_ensemble(config, args):
     return run_command(config, args)
 
 
+def _add_export(parser):
+    from trainer.stages.export import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_export(config, args):
+    """Week 6: ONNX for TensorRT 8.2 with an FP16 parity check per variant, and the engines or their build script."""
+    from trainer.stages.export import run_command
+
+    return run_command(config, args)
+
+
 def _add_calibrate(parser):
     from trainer.stages.calibrate import add_arguments
 
@@ -274,6 +287,7 @@ COMMANDS = {
     "active": (_add_active, _run_active),
     "specialize": (_add_specialize, _run_specialize),
     "ensemble": (_add_ensemble, _run_ensemble),
+    "export": (_add_export, _run_export),
     "calibrate": (_add_calibrate, _run_calibrate),
     "bundle": (_add_bundle, _run_bundle),
 }

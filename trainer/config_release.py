@@ -30,13 +30,13 @@ class ExportConfig:
     """`trainer export`: ONNX for TensorRT 8.2, FP16 parity, engines or the commands to build them."""
     opset: int = spec(12, min=7, max=13)           # TensorRT 8.2 parses opset <= 13
     dynamic: bool = spec(False)                    # dynamic batch axis; else a fixed batch of `batch`
-    batch: Optional[int] = spec(None, min=1)       # null: the number of TTA views of the bundle's plan
+    batch: Optional[int] = spec(None, min=1)       # null: 1 (one view per call); 7 puts the full plan's views in one call
     efficient_nms: bool = spec(False)              # append an EfficientNMS_TRT tail (onnx-graphsurgeon)
     parity_images: int = spec(50, min=1)           # real images the FP16 twin is compared on
     max_box_deviation_px: float = spec(2.0, min=0.0)
     max_score_deviation: float = spec(0.02, min=0.0, max=1.0)
     max_map50_drop: float = spec(0.005, min=0.0, max=1.0)
-    fp32_layers: str = spec("detect_head")         # what stays FP32 when parity fails: detect_head or node names
+    fp32_layers: str = spec("detect_head")         # kept FP32 after a parity failure: detect_head (one more module per further try) or node names
     max_tries: int = spec(3, min=1)
     workspace_mb: int = spec(1024, min=16)         # TensorRT builder workspace (1 GB suits a 4 GB Nano)
 
