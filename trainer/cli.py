@@ -267,6 +267,19 @@ def _run_bundle(config, args):
     return run_command(config, args)
 
 
+def _add_run_all(parser):
+    from trainer.run_all import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_run_all(config, args):
+    """Weeks 1-6 in one resumable command: synth or --data, ssl, baseline, active, specialize, ensemble, export, calibrate, bundle."""
+    from trainer.run_all import run_command
+
+    return run_command(config, args)
+
+
 def _check_output(folder, where):
     problem = output_problem(folder, "folder")
     if problem:
@@ -290,6 +303,7 @@ COMMANDS = {
     "export": (_add_export, _run_export),
     "calibrate": (_add_calibrate, _run_calibrate),
     "bundle": (_add_bundle, _run_bundle),
+    "run-all": (_add_run_all, _run_run_all),
 }
 
 

@@ -11,3 +11,11 @@ class ConfigError(TrainerError):
 
 class DataError(TrainerError):
     """A dataset, label file or annotation export is malformed."""
+
+
+class Stopped(Exception):
+    """Not an error: a stage cannot go on yet (run-all's annotation wait); the message says what to do next."""
+
+    def __init__(self, message, status="waiting"):
+        super().__init__(message)
+        self.status = status

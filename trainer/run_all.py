@@ -29,17 +29,9 @@ import sys
 import time
 
 from trainer import run_state as rs
-from trainer.errors import TrainerError
+from trainer.errors import Stopped, TrainerError  # noqa: F401 (Stopped: run_all.Stopped for callers)
 
 STOPPED = 3
-
-
-class Stopped(Exception):
-    """A stage cannot go on yet (the annotation wait); the message says what to do next."""
-
-    def __init__(self, message, status="waiting"):
-        super().__init__(message)
-        self.status = status
 
 
 class Context:

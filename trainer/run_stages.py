@@ -222,7 +222,7 @@ def _prepare_annotated(data, annotated):
 
 
 def _annotation_stop(ctx, package, annotated, count):
-    from trainer.run_all import Stopped
+    from trainer.errors import Stopped
 
     return Stopped(
         "waiting for annotations: send %s (%d images, COCO drafts in annotations/instances_default.json) to the "
