@@ -37,10 +37,12 @@ import logging
 
 import numpy as np
 
+from edge import native
 from edge.detections import Detections
 from edge.errors import FusionInputError  # noqa: F401 (importable from here, as before)
 from edge.fusion_cluster import cluster_rows
 from edge.fusion_small import MAX_BOXES, fuse_small
+from edge.native import wbf as native_wbf
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,12 @@ def weighted_boxes_fusion(boxes_list, scores_list, labels_list, weights=None, io
     Returns ``(boxes (N, 4), scores (N,), labels (N,))`` float64 arrays sorted by
     descending score.
     """
+    kernels = native.active()
+    if kernels is not None:
+        fused = native_wbf.fuse(kernels, boxes_list, scores_list, labels_list, weights, iou_thr, skip_box_thr,
+                                conf_type, allows_overflow, _WEAK_SCALARS, _F32_DIVISOR)
+        if fused is not None:
+            return _split_native(*fused)
     unit_weights = weights is None
     weights = _check_arguments(boxes_list, scores_list, labels_list, weights, iou_thr, conf_type)
     if sum(len(b) for b in boxes_list) <= MAX_BOXES:
@@ -72,6 +80,15 @@ def weighted_boxes_fusion(boxes_list, scores_list, labels_list, weights=None, io
     # Same call as 1.0.9 on the same values, so ties come out in the same order.
     order = scores.argsort()[::-1]
     return boxes[order], scores[order], labels[order]
+
+
+def _split_native(fused, fixes, ordered):
+    """(boxes, scores, labels) of edge.native's fused records: float64 views, as 1.0.9 returns views of its table."""
+    if fixes is not None:
+        _warn_fixes(fixes)
+    if not ordered:  # scores tie: 1.0.9's argsort on the same values orders them
+        fused = fused[fused["score"].argsort()[::-1]]
+    return fused["box"], fused["score"], fused["label"]
 
 
 def fuse_detections(detections_list, frame_wh, weights=None, iou_thr=0.55, skip_box_thr=0.0,
@@ -119,6 +136,9 @@ def _weak_scalars():
     ``score < thr`` compares a float32 score in float32 and ``float(score) * weight``
     keeps a float32 weight's type; under numpy < 2 both are float64."""
     return type(np.float32(1) + 1.0) is np.float32
+
+
+_F32_DIVISOR, _WEAK_SCALARS = _f32_divisor(), _weak_scalars()  # numpy's rules, fixed per process
 
 
 def _check_arguments(boxes_list, scores_list, labels_list, weights, iou_thr, conf_type):

@@ -20,10 +20,16 @@ from edge.errors import NativeError
 logger = logging.getLogger(__name__)
 
 LIBRARY_NAME = "_reefwatch_kernels.so"
-ABI_VERSION = 3
+ABI_VERSION = 4
 _F64, _F32, _U8 = np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.uint8)
 _VALUES = 9  # per WBF cluster: 4 float32 sums, sum of scores, fused box
-_state = {}  # "kernels": the loaded Kernels (or None when absent); "logged": the path logged
+_FUSED = 6  # per fused box of rw_wbf_fuse: x1, y1, x2, y2, score, label
+_FUSED_RECORD = np.dtype([("box", np.float64, (4,)), ("score", np.float64), ("label", np.float64)])
+_WBF_FALLBACK = -3
+_WBF_COUNT = (1 << 40) - 1
+_WBF_FIXED, _WBF_UNSORTED = 1 << 40, 1 << 41
+_state = {}  # "kernels": the loaded Kernels (or None when absent); "logged", "logged_for": the path logged
+_ENV_KEY = os.environ.encodekey("REEFWATCH_NATIVE") if hasattr(os.environ, "encodekey") else None
 
 
 def library_path():
@@ -34,20 +40,29 @@ def library_path():
 
 def enabled():
     """False when REEFWATCH_NATIVE=0 asks for the numpy/Python path (read on every call, for tests)."""
-    return os.environ.get("REEFWATCH_NATIVE", "1").strip() != "0"
+    environ = os.environ
+    data = getattr(environ, "_data", None)
+    if data is None or _ENV_KEY is None:
+        return environ.get("REEFWATCH_NATIVE", "1").strip() != "0"
+    # os.environ.get encodes the key and goes through Mapping.get: microseconds per call, as much
+    # as fusing a box; its dict holds the same data.
+    raw = data.get(_ENV_KEY)
+    return raw is None or environ.decodevalue(raw).strip() != "0"
 
 
 def active():
     """The in-tree library's Kernels, or None for the numpy/Python path."""
     if not enabled():
-        _log_once("off (REEFWATCH_NATIVE=0): numpy/Python path")
+        if _state.get("logged_for") != "off":
+            _log_once("off (REEFWATCH_NATIVE=0): numpy/Python path", "off")
         return None
     if "kernels" not in _state:
         path = library_path()
         _state["kernels"] = load(path) if os.path.exists(path) else None
     kernels = _state["kernels"]
-    _log_once("native kernels %s" % kernels.path if kernels is not None
-              else "no %s (run python -m edge.native.build): numpy/Python path" % library_path())
+    if _state.get("logged_for", "off") is not kernels:  # format the message only when the path changes
+        _log_once("native kernels %s" % kernels.path if kernels is not None
+                  else "no %s (run python -m edge.native.build): numpy/Python path" % library_path(), kernels)
     return kernels
 
 
@@ -55,7 +70,9 @@ def available():
     return active() is not None
 
 
-def _log_once(what):
+def _log_once(what, path):
+    """Log which path is used when it changes; ``path``: "off" or the Kernels (None when absent)."""
+    _state["logged_for"] = path
     if _state.get("logged") != what:
         _state["logged"] = what
         logger.debug("edge.native: %s", what)
@@ -104,6 +121,10 @@ class Kernels(object):
         self._decode = lib.rw_decode_head
         self._decode.restype = i64
         self._decode.argtypes = [p, i64, i64, i64, f64, i32, i32, i64, f64, i64, ctypes.c_float, p, p, p, p, p]
+        self._fuse = lib.rw_wbf_fuse
+        self._fuse.restype = i64
+        chars = ctypes.c_char_p  # bytes pass as their buffer: no numpy address lookups (microseconds each)
+        self._fuse.argtypes = [chars, chars, chars, chars, p]
         self._views = lib.rw_views_to_batch
         self._views.restype = i64
         self._views.argtypes = [p, i64, i64, i64, i32, p]
@@ -135,6 +156,26 @@ class Kernels(object):
                         base + 8 * (g + 3 * n), base + 8 * (g + 4 * n))
         _check_status(got, "rw_wbf_cluster", "iou_thr=%r" % (iou_thr,))
         return row_cluster, first[:got], count[:got], wsum[:got], values[:got]
+
+    def wbf_fuse(self, boxes, scores, labels, params, n_rows):
+        """The whole of ensemble_boxes 1.0.9's WBF in one call (see rw_wbf_fuse in kernels.c).
+
+        ``boxes``, ``scores``, ``labels``: the lists' values as bytes, one list after the other;
+        ``params``: bytes of rw_wbf_fuse's float64 parameters; ``n_rows``: the number of boxes.
+        Returns None for input the general path must take, else (fused, fixes, ordered): fused,
+        (k,) records of float64 fields box (4,), score and label, by descending score when
+        ``ordered`` (else scores tie and the caller sorts); fixes, rw_wbf_fuse's five counts or None.
+        """
+        out = (ctypes.c_double * (_FUSED * (n_rows + 1)))()
+        got = self._fuse(boxes, scores, labels, params, out)
+        if got < 0:
+            if got == _WBF_FALLBACK:
+                return None
+            _check_status(got, "rw_wbf_fuse", "n_rows=%r" % (n_rows,))
+        # Fields of a record array: the cheapest way to three float64 views (1.0.9 returns views too).
+        fused = np.frombuffer(out, _FUSED_RECORD, got & _WBF_COUNT)
+        fixes = out[_FUSED * n_rows:_FUSED * n_rows + 5] if got & _WBF_FIXED else None
+        return fused, fixes, not got & _WBF_UNSORTED
 
     def nms(self, boxes, iou_thr, limit):
         """Ranks kept by greedy NMS of ``boxes`` ((n, 4) float32, in visiting order, class-shifted)."""

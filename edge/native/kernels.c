@@ -30,6 +30,7 @@ typedef struct {
     double conf;      /* float64 sum of scores */
     double wsum;      /* float64 sum of weights, in member order */
     int64_t count;
+    int64_t first;    /* the first member's row */
     int64_t cell;
     int64_t next, prev; /* links in the cell's list */
 } wbf_cluster;
@@ -196,6 +197,38 @@ static void seed(wbf_cluster *cc, const double *r)
     cc->count = 1;
 }
 
+/* Cluster the rows [start, end) of one group into c[0, n) (ascending first row) and return n;
+ * row_cluster[i] gets the cluster index within the group. head and scratch are caller-provided
+ * working memory (WBF_MAX_CELLS^2 and end - start entries). */
+static int64_t cluster_group(const double *rows, int64_t start, int64_t end, double k, double iou_thr,
+                             int32_t f32_divisor, wbf_cluster *c, int64_t *head, double *scratch,
+                             int64_t *row_cluster)
+{
+    int64_t i, n = 0, n_cells = grid_size(rows + start * ROW_W, end - start, k, scratch);
+    for (i = 0; i < n_cells * n_cells; i++) head[i] = -1;
+    for (i = start; i < end; i++) {
+        const double *r = rows + i * ROW_W;
+        int64_t idx = best_cluster(c, n, head, n_cells, r, k, iou_thr);
+        if (idx < 0) {
+            seed(&c[n], r);
+            c[n].first = i;
+            cell_insert(head, c, n, cell_of(c[n].cx, n_cells) * n_cells + cell_of(c[n].cy, n_cells));
+            row_cluster[i] = n;
+            n++;
+        } else {
+            int64_t cell;
+            join(&c[idx], r, f32_divisor);
+            cell = cell_of(c[idx].cx, n_cells) * n_cells + cell_of(c[idx].cy, n_cells);
+            if (cell != c[idx].cell) {
+                cell_remove(head, c, idx);
+                cell_insert(head, c, idx, cell);
+            }
+            row_cluster[i] = idx;
+        }
+    }
+    return n;
+}
+
 /* Cluster the rows [start, end) of each group (one label's rows, sorted by
  * descending score; iou_thr > 0, scores > 0, labels float32 holds exactly:
  * edge.fusion_cluster sends the other labels through its Python loop).
@@ -227,30 +260,10 @@ int64_t rw_wbf_cluster(const double *rows, int64_t n_rows, const int64_t *bounds
     }
     k = reach_factor(iou_thr);
     for (g = 0; g < n_groups; g++) {
-        int64_t start = bounds[2 * g], end = bounds[2 * g + 1], n = 0, n_cells;
+        int64_t start = bounds[2 * g], end = bounds[2 * g + 1], n;
         if (start < 0 || end > n_rows || start >= end) continue;
-        n_cells = grid_size(rows + start * ROW_W, end - start, k, scratch);
-        for (i = 0; i < n_cells * n_cells; i++) head[i] = -1;
-        for (i = start; i < end; i++) {
-            const double *r = rows + i * ROW_W;
-            int64_t idx = best_cluster(c, n, head, n_cells, r, k, iou_thr);
-            if (idx < 0) {
-                seed(&c[n], r);
-                cell_insert(head, c, n, cell_of(c[n].cx, n_cells) * n_cells + cell_of(c[n].cy, n_cells));
-                first[total + n] = i;
-                row_cluster[i] = total + n;
-                n++;
-            } else {
-                int64_t cell;
-                join(&c[idx], r, f32_divisor);
-                cell = cell_of(c[idx].cx, n_cells) * n_cells + cell_of(c[idx].cy, n_cells);
-                if (cell != c[idx].cell) {
-                    cell_remove(head, c, idx);
-                    cell_insert(head, c, idx, cell);
-                }
-                row_cluster[i] = total + idx;
-            }
-        }
+        n = cluster_group(rows, start, end, k, iou_thr, f32_divisor, c, head, scratch, row_cluster);
+        for (i = start; i < end; i++) row_cluster[i] += total;
         for (i = 0; i < n; i++) {
             double *v = values + 9 * (total + i);
             for (j = 0; j < 4; j++) {
@@ -258,6 +271,7 @@ int64_t rw_wbf_cluster(const double *rows, int64_t n_rows, const int64_t *bounds
                 v[5 + j] = c[i].f[j];
             }
             v[4] = c[i].conf;
+            first[total + i] = c[i].first;
             count[total + i] = c[i].count;
             wsum[total + i] = c[i].wsum;
         }
@@ -266,6 +280,339 @@ int64_t rw_wbf_cluster(const double *rows, int64_t n_rows, const int64_t *bounds
     free(c);
     free(scratch);
     return total;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Weighted boxes fusion in one call: all of 1.0.9's weighted_boxes_fusion. */
+/* ------------------------------------------------------------------------ */
+
+#define WBF_FALLBACK (-3)
+#define WBF_FIXED ((int64_t)1 << 40)    /* some boxes were swapped, clipped or skipped: counts follow the rows */
+#define WBF_UNSORTED ((int64_t)1 << 41) /* final scores tie: rows are in cluster order, the caller sorts */
+#define WBF_OUT_W 6
+#define F32_EXACT 16777216.0
+
+enum { CONF_AVG = 0, CONF_MAX = 1, CONF_BOX_AND_MODEL_AVG = 2, CONF_ABSENT_MODEL_AWARE_AVG = 3 };
+
+typedef struct {
+    uint64_t key;
+    int64_t i;
+} wbf_key;
+
+typedef struct {
+    int64_t label, group; /* group -1: empty slot */
+} label_slot;
+
+/* The key that sorts non-negative doubles (no NaN) by descending value. */
+static uint64_t descending_key(double v)
+{
+    uint64_t u;
+    memcpy(&u, &v, sizeof(u));
+    return ~u;
+}
+
+/* Sorts a[0, n) by ascending key (insertion sort of runs of 16, then bottom-up merges, stable);
+ * returns 1 when two keys are equal: numpy's argsort orders such ties its own way. */
+static int sort_keys(wbf_key *a, wbf_key *tmp, int64_t n)
+{
+    int64_t i, j, width;
+    wbf_key *src = a, *dst = tmp, *swap;
+    for (i = 0; i < n; i += 16) {
+        int64_t e = i + 16 < n ? i + 16 : n;
+        for (j = i + 1; j < e; j++) {
+            wbf_key v = a[j];
+            int64_t p = j;
+            while (p > i && a[p - 1].key > v.key) {
+                a[p] = a[p - 1];
+                p--;
+            }
+            a[p] = v;
+        }
+    }
+    for (width = 16; width < n; width *= 2) {
+        for (i = 0; i < n; i += 2 * width) {
+            int64_t mid = i + width < n ? i + width : n, hi = i + 2 * width < n ? i + 2 * width : n;
+            int64_t p = i, q = mid, o = i;
+            while (p < mid && q < hi) dst[o++] = src[q].key < src[p].key ? src[q++] : src[p++];
+            while (p < mid) dst[o++] = src[p++];
+            while (q < hi) dst[o++] = src[q++];
+        }
+        swap = src; src = dst; dst = swap;
+    }
+    if (src != a) memcpy(a, src, (size_t)n * sizeof(wbf_key));
+    for (i = 1; i < n; i++)
+        if (a[i].key == a[i - 1].key) return 1;
+    return 0;
+}
+
+/* The group of a label, numbered in order of first appearance (mask + 1 slots, a power of two). */
+static int64_t label_group(label_slot *slots, int64_t mask, int64_t label, int64_t *n_groups)
+{
+    int64_t i = (int64_t)((((uint64_t)label * 0x9E3779B97F4A7C15ull) >> 29) & (uint64_t)mask);
+    while (slots[i].group >= 0) {
+        if (slots[i].label == label) return slots[i].group;
+        i = (i + 1) & mask;
+    }
+    slots[i].label = label;
+    slots[i].group = (*n_groups)++;
+    return slots[i].group;
+}
+
+static double read_value(const void *p, int32_t f32, int64_t i)
+{
+    return f32 ? (double)((const float *)p)[i] : ((const double *)p)[i];
+}
+
+/* Labels: kind 0 int64, 1 int32, 2 float64, 3 float32. */
+static double read_label(const void *p, int32_t kind, int64_t i)
+{
+    switch (kind) {
+    case 0: return (double)((const int64_t *)p)[i];
+    case 1: return (double)((const int32_t *)p)[i];
+    case 2: return ((const double *)p)[i];
+    default: return (double)((const float *)p)[i];
+    }
+}
+
+/* Summed weights of the lists a cluster has boxes from (present) and of the others (absent), as
+ * 1.0.9 sums them with numpy: over ascending list indices, which for fewer than 8 lists is a plain
+ * left-to-right sum; with exact_sums (whole-number weights, exact partial sums) any order gives it. */
+static void list_weight_sums(const double *rows, const int64_t *members, int64_t n_members, const double *weights,
+                             int32_t unit_weights, int64_t n_lists, int32_t exact_sums, double total,
+                             unsigned char *seen, double *present, double *absent)
+{
+    int64_t m, t;
+    double p = 0.0, a = 0.0;
+    for (m = 0; m < n_members; m++) seen[(int64_t)rows[members[m] * ROW_W + 3]] = 1;
+    if (exact_sums) {
+        for (m = 0; m < n_members; m++) {
+            t = (int64_t)rows[members[m] * ROW_W + 3];
+            if (seen[t] == 1) {
+                p += unit_weights ? 1.0 : weights[t];
+                seen[t] = 2;
+            }
+        }
+        for (m = 0; m < n_members; m++) seen[(int64_t)rows[members[m] * ROW_W + 3]] = 0;
+        a = total - p;
+    } else {
+        for (t = 0; t < n_lists; t++) {
+            if (seen[t]) p += weights[t]; else a += weights[t];
+            seen[t] = 0;
+        }
+    }
+    *present = p;
+    *absent = a;
+}
+
+/* The whole of ensemble_boxes 1.0.9's weighted_boxes_fusion, bit for bit, on clean-typed input.
+ *
+ * boxes (n, 4), scores (n,), labels (n,): the lists' arrays one list after the other, boxes and
+ * scores float64 or float32, labels as read_label. params (doubles, so that the call takes five
+ * arguments: ctypes converts each one at a cost): WBF_P_* below, then n_lists box counts (whole
+ * numbers), then, unless unit weights, n_lists weights (finite, >= 0). total = weights.sum(),
+ * wmax = weights.max() as numpy computes them; exact sums: whole-number weights whose sums are
+ * exact (else n_lists < 8, where numpy sums left to right). Boxes with score < cut are skipped
+ * (the caller rounds cut as numpy compares). conf_type as CONF_*.
+ *
+ * out: (n + 1) x 6 doubles: per fused box x1, y1, x2, y2, score, label, sorted by descending score
+ * (or in cluster order with WBF_UNSORTED), then the counts of boxes with x2 < x1, y2 < y1, a
+ * coordinate < 0, a coordinate > 1, and of zero-area boxes skipped (set with WBF_FIXED).
+ * Returns the number of fused boxes | flags, WBF_FALLBACK for input the caller's general path
+ * must take (NaN or non-finite values, kept scores <= 0 or > 1e30, labels float32 cannot hold,
+ * tied scores within a label), or a negative error. */
+/* A whole number in [0, hi] passed as a double, or -1. */
+static int64_t param_index(double v, double hi)
+{
+    return v >= 0 && v <= hi && v == floor(v) ? (int64_t)v : -1;
+}
+
+enum { WBF_P_LISTS, WBF_P_BOXES_F32, WBF_P_SCORES_F32, WBF_P_LABEL_KIND, WBF_P_UNIT_WEIGHTS, WBF_P_TOTAL,
+       WBF_P_WMAX, WBF_P_EXACT_SUMS, WBF_P_CUT, WBF_P_IOU_THR, WBF_P_CONF_TYPE, WBF_P_ALLOWS_OVERFLOW,
+       WBF_P_F32_DIVISOR, WBF_P_HEADER };
+
+int64_t rw_wbf_fuse(const void *boxes, const void *scores, const void *labels, const double *params, double *out)
+{
+    int64_t n_lists = param_index(params[WBF_P_LISTS], 1e9);
+    int32_t boxes_f32 = params[WBF_P_BOXES_F32] != 0, scores_f32 = params[WBF_P_SCORES_F32] != 0;
+    int32_t label_kind = (int32_t)param_index(params[WBF_P_LABEL_KIND], 3);
+    int32_t unit_weights = params[WBF_P_UNIT_WEIGHTS] != 0;
+    double total = params[WBF_P_TOTAL], wmax = params[WBF_P_WMAX], cut = params[WBF_P_CUT];
+    double iou_thr = params[WBF_P_IOU_THR];
+    int32_t exact_sums = params[WBF_P_EXACT_SUMS] != 0;
+    int32_t conf_type = (int32_t)param_index(params[WBF_P_CONF_TYPE], CONF_ABSENT_MODEL_AWARE_AVG);
+    int32_t allows_overflow = params[WBF_P_ALLOWS_OVERFLOW] != 0, f32_divisor = params[WBF_P_F32_DIVISOR] != 0;
+    const double *lists = params + WBF_P_HEADER;
+    const double *weights = lists + n_lists;
+    int64_t n = 0, t, i, j, g, kept = 0, n_groups = 0, n_clusters = 0, mask = 15, result;
+    double fixes[5] = {0.0, 0.0, 0.0, 0.0, 0.0}, sum = 0.0, k;
+    double *raw = NULL, *rows = NULL, *scratch = NULL, *res = NULL;
+    int64_t *group = NULL, *offset = NULL, *row_cluster = NULL, *members = NULL;
+    wbf_key *keys = NULL, *ktmp = NULL;
+    wbf_cluster *c = NULL;
+    label_slot *slots = NULL;
+    unsigned char *seen = NULL;
+    int64_t head[WBF_MAX_CELLS * WBF_MAX_CELLS];
+
+    if (!(iou_thr > 0) || n_lists < 0 || conf_type < 0 || label_kind < 0) return RW_ERR_ARG;
+    for (t = 0; t < n_lists; t++) {
+        double m = lists[t];
+        if (!(m >= 0 && m < 4e18) || m != floor(m)) return RW_ERR_ARG;
+        n += (int64_t)m;
+    }
+    while (mask + 1 < 2 * n) mask = 2 * mask + 1;
+    raw = (double *)malloc((size_t)(n + 1) * ROW_W * sizeof(double));
+    rows = (double *)malloc((size_t)(n + 1) * ROW_W * sizeof(double));
+    res = (double *)malloc((size_t)(n + 1) * WBF_OUT_W * sizeof(double));
+    scratch = (double *)malloc((size_t)(n + 1) * sizeof(double));
+    group = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
+    offset = (int64_t *)malloc((size_t)(n + 2) * sizeof(int64_t));
+    row_cluster = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
+    members = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
+    keys = (wbf_key *)malloc((size_t)(n + 1) * sizeof(wbf_key));
+    ktmp = (wbf_key *)malloc((size_t)(n + 1) * sizeof(wbf_key));
+    c = (wbf_cluster *)malloc((size_t)(n + 1) * sizeof(wbf_cluster));
+    slots = (label_slot *)malloc((size_t)(mask + 1) * sizeof(label_slot));
+    seen = (unsigned char *)calloc((size_t)(n_lists + 1), 1);
+    if (!raw || !rows || !res || !scratch || !group || !offset || !row_cluster || !members || !keys || !ktmp
+            || !c || !slots || !seen) {
+        result = RW_ERR_NOMEM;
+        goto done;
+    }
+    for (i = 0; i <= mask; i++) slots[i].group = -1;
+
+    /* 1.0.9's prefilter_boxes: skip, swap, clip, skip zero area; rows in (list, box) order. */
+    i = 0;
+    for (t = 0; t < n_lists; t++) {
+        int64_t end = i + (int64_t)lists[t];
+        double w = unit_weights ? 1.0 : weights[t];
+        for (; i < end; i++) {
+            double b[4], s = read_value(scores, scores_f32, i), label = read_label(labels, label_kind, i), sw, v;
+            double *r;
+            int low = 0, high = 0;
+            for (j = 0; j < 4; j++) b[j] = read_value(boxes, boxes_f32, 4 * i + j);
+            if (isnan(b[0]) || isnan(b[1]) || isnan(b[2]) || isnan(b[3]) || !isfinite(s) || !isfinite(label)) {
+                result = WBF_FALLBACK; /* the general path names the bad list */
+                goto done;
+            }
+            if (s < cut) continue;
+            label = trunc(label); /* int(label) */
+            sw = s * w;
+            if (!(s > 0.0 && s <= 1e30 && sw > 0.0) || !(label >= -F32_EXACT && label <= F32_EXACT)) {
+                result = WBF_FALLBACK;
+                goto done;
+            }
+            if (b[2] < b[0]) { v = b[0]; b[0] = b[2]; b[2] = v; fixes[0] += 1; }
+            if (b[3] < b[1]) { v = b[1]; b[1] = b[3]; b[3] = v; fixes[1] += 1; }
+            for (j = 0; j < 4; j++) {
+                if (b[j] < 0) { b[j] = 0.0; low = 1; }
+                else if (b[j] > 1) { b[j] = 1.0; high = 1; }
+            }
+            fixes[2] += low;
+            fixes[3] += high;
+            if ((b[2] - b[0]) * (b[3] - b[1]) == 0.0) {
+                fixes[4] += 1;
+                continue;
+            }
+            sum += sw;
+            group[kept] = label_group(slots, mask, (int64_t)label, &n_groups);
+            r = raw + kept * ROW_W;
+            r[0] = label; r[1] = sw; r[2] = w; r[3] = (double)t;
+            for (j = 0; j < 4; j++) r[4 + j] = b[j];
+            kept++;
+        }
+    }
+    if (!(sum < 1e30)) {
+        result = WBF_FALLBACK; /* the general path checks the float32 range */
+        goto done;
+    }
+
+    /* Group by label (first appearance), each group by descending score. */
+    for (g = 0; g <= n_groups; g++) offset[g] = 0;
+    for (i = 0; i < kept; i++) offset[group[i] + 1]++;
+    for (g = 0; g < n_groups; g++) offset[g + 1] += offset[g];
+    for (i = 0; i < kept; i++) {
+        int64_t p = offset[group[i]]++;
+        keys[p].key = descending_key(raw[i * ROW_W + 1]);
+        keys[p].i = i;
+    }
+    for (g = n_groups; g > 0; g--) offset[g] = offset[g - 1];
+    offset[0] = 0;
+    for (g = 0; g < n_groups; g++) {
+        if (sort_keys(keys + offset[g], ktmp, offset[g + 1] - offset[g])) {
+            result = WBF_FALLBACK;
+            goto done;
+        }
+    }
+    for (i = 0; i < kept; i++) memcpy(rows + i * ROW_W, raw + keys[i].i * ROW_W, ROW_W * sizeof(double));
+
+    /* 1.0.9's clustering, label by label. */
+    k = reach_factor(iou_thr);
+    for (g = 0; g < n_groups; g++) {
+        int64_t start = offset[g], end = offset[g + 1];
+        int64_t got = cluster_group(rows, start, end, k, iou_thr, f32_divisor, c + n_clusters, head, scratch,
+                                    row_cluster);
+        for (i = start; i < end; i++) row_cluster[i] += n_clusters;
+        n_clusters += got;
+    }
+    if (conf_type == CONF_BOX_AND_MODEL_AVG || conf_type == CONF_ABSENT_MODEL_AWARE_AVG) {
+        /* Members of each cluster, contiguous: offset[ci] onwards. */
+        for (i = 0, j = 0; i < n_clusters; i++) {
+            offset[i] = j;
+            j += c[i].count;
+        }
+        for (i = 0; i < kept; i++) members[offset[row_cluster[i]]++] = i;
+        for (i = 0; i < n_clusters; i++) offset[i] -= c[i].count;
+    }
+
+    /* The fused boxes and 1.0.9's rescale of their scores (float64, in its order of operations). */
+    for (i = 0; i < n_clusters; i++) {
+        const wbf_cluster *cc = &c[i];
+        const double *r = rows + cc->first * ROW_W;
+        double *o = res + i * WBF_OUT_W, sc, ws, nb = (double)cc->count, present = 0.0, absent = 0.0;
+        if (cc->count == 1) {
+            for (j = 0; j < 4; j++) o[j] = r[4 + j];
+            sc = r[1];
+            ws = r[2];
+        } else {
+            /* a merged cluster is 1.0.9's float32 box: score, weight sum, label rounded to float32 */
+            for (j = 0; j < 4; j++) o[j] = cc->f[j];
+            sc = (double)(float)(conf_type == CONF_MAX ? r[1] : cc->conf / nb);
+            ws = (double)(float)cc->wsum;
+        }
+        if (conf_type == CONF_BOX_AND_MODEL_AVG || conf_type == CONF_ABSENT_MODEL_AWARE_AVG)
+            list_weight_sums(rows, members + offset[i], cc->count, weights, unit_weights, n_lists, exact_sums,
+                             total, seen, &present, &absent);
+        if (conf_type == CONF_MAX) sc = sc / wmax;
+        else if (conf_type == CONF_AVG) sc = sc * (allows_overflow || cc->count < n_lists ? nb : (double)n_lists) / total;
+        else if (conf_type == CONF_BOX_AND_MODEL_AVG) sc = sc * nb / ws * present / total;
+        else sc = sc * nb / (ws + absent);
+        if (!(sc >= 0.0)) {
+            result = WBF_FALLBACK;
+            goto done;
+        }
+        o[4] = sc;
+        o[5] = r[0];
+        keys[i].key = descending_key(sc);
+        keys[i].i = i;
+    }
+
+    /* 1.0.9's final sort by score; on ties the caller repeats its argsort. */
+    result = n_clusters;
+    if (sort_keys(keys, ktmp, n_clusters)) {
+        result |= WBF_UNSORTED;
+        memcpy(out, res, (size_t)n_clusters * WBF_OUT_W * sizeof(double));
+    } else {
+        for (i = 0; i < n_clusters; i++) memcpy(out + i * WBF_OUT_W, res + keys[i].i * WBF_OUT_W,
+                                                WBF_OUT_W * sizeof(double));
+    }
+    if (fixes[0] + fixes[1] + fixes[2] + fixes[3] + fixes[4] > 0) {
+        result |= WBF_FIXED;
+        for (j = 0; j < 5; j++) out[n * WBF_OUT_W + j] = fixes[j];
+    }
+done:
+    free(raw); free(rows); free(res); free(scratch); free(group); free(offset); free(row_cluster);
+    free(members); free(keys); free(ktmp); free(c); free(slots); free(seen);
+    return result;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -683,5 +1030,5 @@ int64_t rw_views_to_batch(const int64_t *views, int64_t n_views, int64_t in_h, i
 /* Lets the loader check that it loaded the library it was written for. */
 int32_t rw_abi_version(void)
 {
-    return 3;
+    return 4;
 }
