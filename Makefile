@@ -49,8 +49,11 @@ test-py36:
 	@if [ -z "$(PYTHON36)" ]; then echo "test-py36: no Python 3.6 found; the Jetson-Python run is skipped"; \
 	else $(MAKE) --no-print-directory $(STAMP36) && $(VENV36)/bin/python -m pytest -q -p no:cacheprovider tests; fi
 
+# trainer run-all --preset demo into out/demo, then edge's daemon on a synthetic clip; a rerun resumes.
+# `make demo DATA=path/data.yaml` runs the same chain on a real dataset.
+DATA ?=
 demo: $(STAMP)
-	$(BIN)/python -m benchmarks.demo --out out/demo
+	$(BIN)/python -m benchmarks.demo --out out/demo $(if $(DATA),--data $(DATA))
 
 clean:
 	rm -rf $(VENV) $(VENV36) out .pytest_cache

@@ -1,0 +1,89 @@
+"""`make demo`'s serving half (benchmarks.demo_serve) on random-head models, and the demo's run-all command line."""
+import os
+
+import pytest
+
+from benchmarks import demo, demo_serve
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("ultralytics")
+
+IMGSZ, CLASSES = 64, 3
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from edge.bundle_build import build_bundle, read_classes
+    from tests.yolo_models import random_detector_onnx
+    from trainer.data.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("demo")
+    # 5 sequences, val_fraction 0.2: exactly one whole sequence (4 frames) lands in val, beside one still.
+    data = generate_dataset(str(root / "synth"), 5, classes=CLASSES, seed=0, imgsz=96, background_fraction=0.0,
+                            sequences=5, sequence_length=4, val_fraction=0.2)
+    models = [(v, random_detector_onnx(str(root / "models"), CLASSES, IMGSZ, seed=s))
+              for s, v in enumerate(("recall", "balanced", "precision"))]
+    bundle = build_bundle(str(root / "bundle"), models, read_classes(data), tta="flip", imgsz=IMGSZ,
+                          operating_thr=0.05)
+    frames = 6
+    summary = demo_serve.run_demo_serve(bundle.root, data, str(root / "serve"), frames=frames, budget_wh_day=1.0e6,
+                                        progress=False)
+    return {"data": data, "summary": summary, "frames": frames, "root": root}
+
+
+@pytest.mark.slow
+def test_the_clip_is_the_validation_sequence_in_order_repeated(served):
+    sources = demo_serve.clip_sources(served["data"])
+    names = [os.path.basename(p) for p in sources]
+    assert len(names) == 4 and len({n.split("_")[0] for n in names}) == 1 and names == sorted(names)
+    clip = served["summary"]["clip"]
+    linked = [os.path.realpath(os.path.join(clip, n)) for n in sorted(os.listdir(clip))]
+    assert linked == [os.path.realpath(sources[i % len(sources)]) for i in range(served["frames"])]
+
+
+@pytest.mark.slow
+def test_serve_accounts_for_every_frame(served):
+    s = served["summary"]
+    c = s["counters"]
+    assert c["frames"] == served["frames"]
+    assert c["processed"] + c["skipped_budget"] + c["skipped_corrupt"] + c["failed"] == c["frames"]
+    assert sum(p["frames"] for p in s["profiles"].values()) == c["processed"]
+    assert sum(s["detections_by_class"].values()) == c["detections"]
+    assert s["annotated_frames"] == c["processed"] == len(os.listdir(s["annotated"]))
+    # a budget nothing reaches: after probing each profile the governor settles on the richest
+    assert any("-> ensemble_full" in m for m in s["governor"])
+    assert s["energy_label"] == "estimated" and s["budget_why"] == "given"
+
+
+@pytest.mark.slow
+def test_summary_labels_estimated_energy(served):
+    text = "\n".join(demo_serve.summary_lines(served["summary"]))
+    assert "estimated meter" in text and "(est.)" in text
+    assert "annotated frames: %d" % served["summary"]["counters"]["processed"] in text
+
+
+class _Bundle(object):
+    def __init__(self, here):
+        self.manifest = {"energy": {"here": {"profiles": here}}}
+
+
+@pytest.mark.parametrize("cascade_wh, ensemble_wh", [(0.2, 1.0), (3.0, 1.0)])
+def test_demo_budget_is_half_way_between_cascade_and_ensemble(cascade_wh, ensemble_wh):
+    here = {"cascade": {"daily": {"inference_wh": cascade_wh}}, "ensemble": {"daily": {"inference_wh": ensemble_wh}}}
+    budget, why = demo_serve.demo_budget(_Bundle(here))
+    assert budget == pytest.approx((cascade_wh + ensemble_wh) / 2.0)
+    assert "half way" in why
+
+
+def test_demo_budget_without_energy_figures_keeps_the_bundles():
+    budget, why = demo_serve.demo_budget(_Bundle({"single": {"daily": {"inference_wh": 0.1}}}))
+    assert budget is None and "own budget" in why
+
+
+@pytest.mark.parametrize("data, overrides, expected", [
+    (None, (), ["run-all", "--work", "W", "--preset", "demo"]),
+    ("d.yaml", ("ssl.epochs=1",), ["--set", "ssl.epochs=1", "run-all", "--work", "W", "--preset", "demo",
+                                   "--data", "d.yaml"]),
+])
+def test_run_all_argv(data, overrides, expected):
+    assert demo.run_all_argv("W", "demo", data, overrides) == expected
