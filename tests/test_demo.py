@@ -87,3 +87,16 @@ def test_demo_budget_without_energy_figures_keeps_the_bundles():
 ])
 def test_run_all_argv(data, overrides, expected):
     assert demo.run_all_argv("W", "demo", data, overrides) == expected
+
+
+@pytest.mark.parametrize("model, imgsz, epochs, expected", [
+    (None, None, None, []),
+    ("yolov8s.yaml", 320, 15, ["baseline.model=yolov8s.yaml", "general.imgsz=320", "baseline.imgsz=320",
+                               "multiscale.min=%d" % (320 - 32), "multiscale.max=%d" % (320 + 32),
+                               "baseline.epochs=15"]),
+    (None, 32, None, ["general.imgsz=32", "baseline.imgsz=32", "multiscale.min=32", "multiscale.max=64"]),
+])
+def test_reference_bundle_size_overrides(model, imgsz, epochs, expected):
+    from benchmarks.reference_bundle import size_overrides
+
+    assert size_overrides(model, imgsz, epochs) == expected
