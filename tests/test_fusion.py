@@ -324,3 +324,79 @@ def _one_box_per_label(n_lists, dtype=np.float64, byteswap=False):
 def test_small_inputs_of_lone_boxes_match_ensemble_boxes(conf_type, args, kwargs):
     """The small path's shortcuts (a label's only box, default weights' sum, few-row arrays)."""
     assert_same(reference(*args, conf_type=conf_type, **kwargs), ours(*args, conf_type=conf_type, **kwargs))
+
+
+def _general_path_calls(monkeypatch):
+    """A list that grows by one each time weighted_boxes_fusion takes its general path."""
+    import edge.fusion as fusion
+    calls = []
+    check = fusion._check_arguments
+    monkeypatch.setattr(fusion, "_check_arguments", lambda *args: calls.append(1) or check(*args))
+    return calls
+
+
+def _one_call_cases():
+    """Inputs for the one-call native path (and the fallback), with the values it must decline."""
+    rng = np.random.default_rng(5)
+    box = np.array([[0.1, 0.2, 0.5, 0.6]])
+    many = [rng.uniform(0, 0.5, (60, 2)) for _ in range(3)]
+    many_labels = ([np.concatenate([xy, xy + 0.3], axis=1) for xy in many], [rng.random(60) for _ in range(3)],
+                   [rng.integers(0, 40, 60) for _ in range(3)])
+    tied = ([np.array([[0.1, 0.1, 0.4, 0.4], [0.12, 0.1, 0.42, 0.4], [0.6, 0.6, 0.9, 0.9]])] * 2,
+            [np.array([0.5, 0.5, 0.5]), np.array([0.5, 0.3, 0.5])], [np.array([1, 1, 2])] * 2)
+    final_tie = ([np.array([[0.1, 0.1, 0.4, 0.4]]), np.array([[0.6, 0.6, 0.9, 0.9]])],
+                 [np.array([0.7]), np.array([0.7])], [np.array([3]), np.array([5])])
+    fixed = ([np.array([[0.5, 0.6, 0.1, -0.2], [1.5, 0.1, 0.2, 0.3], [0.3, 0.3, 0.3, 0.5], [0.1, 0.1, 0.2, 0.2]])],
+             [np.array([0.9, 0.8, 0.7, 0.6])], [np.array([0, 1, 2, 1])])
+    float32 = ([box.astype(np.float32), np.zeros((0, 4)), (box + 0.01).astype(np.float32)],
+               [np.array([0.8], np.float32), np.zeros(0), np.array([0.6], np.float32)],
+               [np.array([2], np.int32), np.zeros(0), np.array([2], np.int32)])
+    mixed = ([box.astype(np.float32), box + 0.01], [np.array([0.8], np.float32), np.array([0.6])],
+             [np.array([2], np.int32), np.array([2.7], np.float32)])
+    return [
+        ("empty", ([], [], []), {}, True),
+        ("empty-lists", ([np.zeros((0, 4))] * 2, [np.zeros(0)] * 2, [np.zeros(0)] * 2), {}, True),
+        ("single-box", ([box], [np.array([0.8])], [np.array([4])]), {}, True),
+        ("many-labels", many_labels, {"weights": [1.0, 0.8, 1.2]}, True),
+        ("many-labels-int-weights", many_labels, {"weights": np.array([2, 1, 3])}, True),
+        ("skip-all", ([box], [np.array([0.2])], [np.array([4])]), {"skip_box_thr": 0.5}, True),
+        ("final-tie", final_tie, {}, True),  # returned in cluster order, sorted by numpy's argsort
+        ("fixed-boxes", fixed, {}, True),
+        ("float32-int32", float32, {"skip_box_thr": 0.7, "iou_thr": 0.3}, True),
+        ("float32-int32-float64-mixed", mixed, {"skip_box_thr": 0.7, "iou_thr": 0.3}, False),
+        ("tie-within-label", tied, {}, False),
+        ("zero-weight", ([box, box], [np.array([0.8]), np.array([0.6])], [np.array([1])] * 2),
+         {"weights": [1.0, 0.0]}, False),
+        ("zero-score", ([box, box], [np.array([0.0]), np.array([0.6])], [np.array([1])] * 2), {}, False),
+        ("label-2**24+1", ([box], [np.array([0.8])], [np.array([2 ** 24 + 1])]), {}, False),
+    ]
+
+
+@pytest.mark.parametrize("conf_type", CONF_TYPES)
+@pytest.mark.parametrize("name, args, kwargs, native_result", _one_call_cases(),
+                         ids=[c[0] for c in _one_call_cases()])
+def test_one_call_native_fusion_matches_ensemble_boxes(name, args, kwargs, native_result, conf_type, kernel_path,
+                                                       monkeypatch):
+    """rw_wbf_fuse on what it takes, and its fallback on what it must decline: same bits as 1.0.9."""
+    general = _general_path_calls(monkeypatch)
+    assert_same(reference(*args, conf_type=conf_type, **kwargs), ours(*args, conf_type=conf_type, **kwargs), name)
+    assert len(general) == (0 if kernel_path == "native" and native_result else 1), name
+
+
+def test_one_call_native_fusion_warns_once_about_fixed_boxes(caplog, kernel_path):
+    boxes = np.array([[0.5, 0.6, 0.1, -0.2], [1.5, 0.1, 0.2, 0.3], [0.3, 0.3, 0.3, 0.5]])
+    with caplog.at_level(logging.WARNING, logger="edge.fusion"):
+        fused, _, _ = weighted_boxes_fusion([boxes], [np.array([0.9, 0.8, 0.7])], [np.array([0, 1, 2])])
+    np.testing.assert_allclose(fused, [[0.1, 0.0, 0.5, 0.6], [0.2, 0.1, 1.0, 0.3]])
+    assert [r.getMessage() for r in caplog.records] == [
+        "weighted_boxes_fusion: 2 boxes had x2 < x1 (swapped); 1 boxes had y2 < y1 (swapped); "
+        "1 boxes had a coordinate < 0 (set to 0); 1 boxes had a coordinate > 1 (set to 1, are boxes normalized "
+        "to [0, 1]?); 1 zero-area boxes were skipped"]
+
+
+def test_one_call_native_results_are_writable_arrays(kernel_path):
+    boxes, scores, labels = weighted_boxes_fusion([np.array([[0.1, 0.2, 0.5, 0.6]])], [np.array([0.8])],
+                                                  [np.array([4])])
+    boxes *= 2
+    scores += 1
+    assert boxes.tolist() == [[0.2, 0.4, 1.0, 1.2]] and scores.tolist() == [1.8] and labels.tolist() == [4.0]

@@ -445,12 +445,13 @@ int64_t rw_wbf_fuse(const void *boxes, const void *scores, const void *labels, c
     const double *weights = lists + n_lists;
     int64_t n = 0, t, i, j, g, kept = 0, n_groups = 0, n_clusters = 0, mask = 15, result;
     double fixes[5] = {0.0, 0.0, 0.0, 0.0, 0.0}, sum = 0.0, k;
-    double *raw = NULL, *rows = NULL, *scratch = NULL, *res = NULL;
-    int64_t *group = NULL, *offset = NULL, *row_cluster = NULL, *members = NULL;
-    wbf_key *keys = NULL, *ktmp = NULL;
-    wbf_cluster *c = NULL;
-    label_slot *slots = NULL;
-    unsigned char *seen = NULL;
+    char *block;
+    double *raw, *rows, *scratch, *res;
+    int64_t *group, *offset, *row_cluster, *members;
+    wbf_key *keys, *ktmp;
+    wbf_cluster *c;
+    label_slot *slots;
+    unsigned char *seen;
     int64_t head[WBF_MAX_CELLS * WBF_MAX_CELLS];
 
     if (!(iou_thr > 0) || n_lists < 0 || conf_type < 0 || label_kind < 0) return RW_ERR_ARG;
@@ -460,23 +461,27 @@ int64_t rw_wbf_fuse(const void *boxes, const void *scores, const void *labels, c
         n += (int64_t)m;
     }
     while (mask + 1 < 2 * n) mask = 2 * mask + 1;
-    raw = (double *)malloc((size_t)(n + 1) * ROW_W * sizeof(double));
-    rows = (double *)malloc((size_t)(n + 1) * ROW_W * sizeof(double));
-    res = (double *)malloc((size_t)(n + 1) * WBF_OUT_W * sizeof(double));
-    scratch = (double *)malloc((size_t)(n + 1) * sizeof(double));
-    group = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
-    offset = (int64_t *)malloc((size_t)(n + 2) * sizeof(int64_t));
-    row_cluster = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
-    members = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
-    keys = (wbf_key *)malloc((size_t)(n + 1) * sizeof(wbf_key));
-    ktmp = (wbf_key *)malloc((size_t)(n + 1) * sizeof(wbf_key));
-    c = (wbf_cluster *)malloc((size_t)(n + 1) * sizeof(wbf_cluster));
-    slots = (label_slot *)malloc((size_t)(mask + 1) * sizeof(label_slot));
-    seen = (unsigned char *)calloc((size_t)(n_lists + 1), 1);
-    if (!raw || !rows || !res || !scratch || !group || !offset || !row_cluster || !members || !keys || !ktmp
-            || !c || !slots || !seen) {
-        result = RW_ERR_NOMEM;
-        goto done;
+    {
+        /* One block for all working memory: a dozen mallocs cost more than fusing a few boxes. */
+        size_t m = (size_t)(n + 1), bytes = m * (2 * ROW_W + WBF_OUT_W + 1) * sizeof(double)
+                   + (4 * m + 1) * sizeof(int64_t) + 2 * m * sizeof(wbf_key) + m * sizeof(wbf_cluster)
+                   + (size_t)(mask + 1) * sizeof(label_slot) + (size_t)(n_lists + 1);
+        char *at = block = (char *)malloc(bytes);
+        if (!block) return RW_ERR_NOMEM;
+        raw = (double *)at; at += m * ROW_W * sizeof(double);
+        rows = (double *)at; at += m * ROW_W * sizeof(double);
+        res = (double *)at; at += m * WBF_OUT_W * sizeof(double);
+        scratch = (double *)at; at += m * sizeof(double);
+        group = (int64_t *)at; at += m * sizeof(int64_t);
+        offset = (int64_t *)at; at += (m + 1) * sizeof(int64_t);
+        row_cluster = (int64_t *)at; at += m * sizeof(int64_t);
+        members = (int64_t *)at; at += m * sizeof(int64_t);
+        keys = (wbf_key *)at; at += m * sizeof(wbf_key);
+        ktmp = (wbf_key *)at; at += m * sizeof(wbf_key);
+        c = (wbf_cluster *)at; at += m * sizeof(wbf_cluster);
+        slots = (label_slot *)at; at += (size_t)(mask + 1) * sizeof(label_slot);
+        seen = (unsigned char *)at;
+        memset(seen, 0, (size_t)(n_lists + 1));
     }
     for (i = 0; i <= mask; i++) slots[i].group = -1;
 
@@ -610,8 +615,7 @@ int64_t rw_wbf_fuse(const void *boxes, const void *scores, const void *labels, c
         for (j = 0; j < 5; j++) out[n * WBF_OUT_W + j] = fixes[j];
     }
 done:
-    free(raw); free(rows); free(res); free(scratch); free(group); free(offset); free(row_cluster);
-    free(members); free(keys); free(ktmp); free(c); free(slots); free(seen);
+    free(block);
     return result;
 }
 

@@ -14,8 +14,8 @@ fractional weights (numpy's pairwise sums); the C code returns its fallback
 for non-finite values, kept scores <= 0, labels float32 cannot hold and
 score ties within a label (numpy's argsort orders ties its own way).
 """
-import array
 import math
+import struct
 
 import numpy as np
 
@@ -27,6 +27,7 @@ _FLOATS = (_F64, _F32)
 _LABELS = (np.dtype(np.int64), np.dtype(np.int32), _F64, _F32)  # kinds 0-3 of rw_wbf_fuse
 _CONF_CODES = {"avg": 0, "max": 1, "box_and_model_avg": 2, "absent_model_aware_avg": 3}
 _NOTHING = np.zeros(0, np.dtype([("box", np.float64, (4,)), ("score", np.float64), ("label", np.float64)]))
+_PACKERS = {}
 _EXACT = 2.0 ** 53  # whole numbers below it add exactly in any order
 
 
@@ -42,13 +43,19 @@ def fuse(kernels, boxes_list, scores_list, labels_list, weights, iou_thr, skip_b
             or type(iou_thr) is not float and type(iou_thr) is not int or not iou_thr > 0
             or type(skip_box_thr) is not float and type(skip_box_thr) is not int):
         return None
-    weighting = _weighting(weights, n_lists, conf_code)
-    if weighting is None:
-        return None
+    if weights is None:
+        weighting = (1, n_lists, 1, 1)
+        weight_list = []
+    else:
+        weighting = _weighting(weights, n_lists, conf_code)
+        if weighting is None:
+            return None
+        weight_list = weighting[4]
+    ndarray = _NDARRAY
     counts, boxes, scores, labels = [], [], [], []
     box_type = score_type = label_type = None
     for b, s, lab in zip(boxes_list, scores_list, labels_list):
-        if type(b) is not _NDARRAY or type(s) is not _NDARRAY or type(lab) is not _NDARRAY or s.ndim != 1:
+        if type(b) is not ndarray or type(s) is not ndarray or type(lab) is not ndarray or s.ndim != 1:
             return None
         n = len(s)
         if b.shape != (n, 4) or lab.shape != s.shape:
@@ -73,22 +80,29 @@ def fuse(kernels, boxes_list, scores_list, labels_list, weights, iou_thr, skip_b
         labels.append(lab.tobytes())
     if not boxes:
         return _NOTHING, None, True
-    score_f32 = score_type.itemsize == 4
+    score_f32 = score_type.itemsize == 4  # (an equal dtype need not be the same object)
     # 1.0.9 compares a numpy score with skip_box_thr: in float32 for float32 scores under numpy >= 2.
-    cut = _f32(float(skip_box_thr)) if weak_scalars and score_f32 else float(skip_box_thr)
-    unit, total, wmax, exact, weight_list = weighting
-    params = array.array("d", [n_lists, box_type.itemsize == 4, score_f32, _LABELS.index(label_type), unit, total,
-                               wmax, exact, cut, iou_thr, conf_code, bool(allows_overflow), f32_divisor])
-    params.extend(counts)
-    params.extend(weight_list)
-    return kernels.wbf_fuse(b"".join(boxes), b"".join(scores), b"".join(labels), params.tobytes(), sum(counts))
+    cut = _f32(float(skip_box_thr)) if weak_scalars and score_f32 else skip_box_thr
+    # rw_wbf_fuse's parameters (WBF_P_* in kernels.c), then the counts and weights.
+    params = _pack([n_lists, box_type.itemsize == 4, score_f32, _LABELS.index(label_type), weighting[0], weighting[1],
+                    weighting[2], weighting[3], cut, iou_thr, conf_code, 1 if allows_overflow else 0, f32_divisor]
+                   + counts + weight_list)
+    if len(boxes) == 1:
+        return kernels.wbf_fuse(boxes[0], scores[0], labels[0], params, counts[0] if n_lists == 1 else sum(counts))
+    return kernels.wbf_fuse(b"".join(boxes), b"".join(scores), b"".join(labels), params, sum(counts))
+
+
+def _pack(values):
+    """Bytes of float64 values (a struct per length, cached: cheaper than array.array)."""
+    packer = _PACKERS.get(len(values))
+    if packer is None:
+        packer = _PACKERS[len(values)] = struct.Struct("=%dd" % len(values))
+    return packer.pack(*values)
 
 
 def _weighting(weights, n_lists, conf_code):
     """(unit weights, weights.sum(), weights.max(), exact sums, weight list) as 1.0.9 computes them
     on np.array(weights), or None for weights the general path must take."""
-    if weights is None:
-        return True, float(n_lists), 1.0, True, []
     if type(weights) is _NDARRAY:
         if weights.ndim != 1 or weights.dtype is not _F64 and weights.dtype.char not in "lq":
             return None  # float32 weights keep their type in 1.0.9's products under numpy >= 2
@@ -106,7 +120,7 @@ def _weighting(weights, n_lists, conf_code):
         elif type(w) is not int or not 0 <= w < _EXACT:
             return None
     if exact:
-        total = float(sum(weights))
+        total = sum(weights)
         if not total < _EXACT:
             return None
     elif n_lists < 8:
@@ -117,5 +131,5 @@ def _weighting(weights, n_lists, conf_code):
         return None  # per-cluster subsets would need numpy's pairwise order
     else:
         total = float(np.array(weights, dtype=np.float64).sum())
-    return False, total, float(max(weights)), exact, list(weights)
+    return 0, total, max(weights), exact, list(weights)
 
