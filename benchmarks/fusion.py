@@ -13,7 +13,8 @@ Shapes (all synthetic and deterministic for a seed):
 - "small": 1 to 10 boxes, where per-call cost dominates;
 - "ensemble": the earlier shapes (21 lists x 100 boxes, 72 lists x 24 boxes).
 Outputs of both paths are checked to be bit-identical to ensemble_boxes before
-anything is timed. Each line gives the median of interleaved runs of 1.0.9, our
+anything is timed. The last line gives Python's per-call floor on one box
+(see ``print_floor``): what 20x of 1.0.9 leaves against what any call costs. Each line gives the median of interleaved runs of 1.0.9, our
 pure Python/numpy path (REEFWATCH_NATIVE=0) and our native path (edge.native,
 "-" when the library is not built), and PASS or MISS of the path edge.fusion
 uses (native where built) against --target.
@@ -228,7 +229,32 @@ def main(argv=None):
                      "%.3f" % (our[True] * 1e3) if built else "-", ref_s / our[False],
                      "%.1fx" % ratio if built else "-", "PASS" if ratio >= args.target else "MISS"))
     print("%d case(s) below %.0fx (%s path)" % (misses, args.target, "native" if built else "python"))
+    print_floor(reference, args.repeats, built)
     return 0
+
+
+def print_floor(reference, repeats, built):
+    """Python's per-call floor on one box: a function that only returns three ready arrays, and one
+    that makes them as any fusion must, against 1.0.9 (what 20x would leave per call)."""
+    lists = few_lists(np.random.default_rng(0), 1, 1)
+    ready = (np.zeros((1, 4)), np.zeros(1), np.zeros(1))
+    use_native(built)()
+
+    def returns_ready(boxes_list, scores_list, labels_list, weights=None, iou_thr=0.55, skip_box_thr=0.0,
+                      conf_type="avg", allows_overflow=False):
+        return ready
+
+    def makes_three(boxes_list, scores_list, labels_list, weights=None, iou_thr=0.55, skip_box_thr=0.0,
+                    conf_type="avg", allows_overflow=False):
+        out = np.empty((1, 6))
+        return out[:, :4], out[:, 4], out[:, 5]
+
+    ref_s, ready_s, three_s, ours_s = median_times_s(
+        [lambda: reference(*lists), lambda: returns_ready(*lists), lambda: makes_three(*lists),
+         lambda: weighted_boxes_fusion(*lists)], repeats)
+    print("per-call floor, 1 box: 1.0.9 %.2f us (20x: %.2f us); a function returning 3 ready arrays %.2f us; "
+          "one making 3 arrays %.2f us; edge.fusion %.2f us (%.1fx)"
+          % (ref_s * 1e6, ref_s * 1e6 / 20, ready_s * 1e6, three_s * 1e6, ours_s * 1e6, ref_s / ours_s))
 
 
 if __name__ == "__main__":
