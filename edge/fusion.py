@@ -14,7 +14,10 @@ without a Python step, and the rest run 1.0.9's loop against a grid of
 cluster centres (``edge/fusion_cluster.py``, which proves both pruning rules);
 a running float32 sum replaces 1.0.9's re-summing of the whole cluster (same
 additions, same order, same result). Where the C library of ``edge.native`` is
-built, that loop runs in C (same loop, same values) and the pre-pass is not needed. Where numpy's scalar rules changed
+built, the whole fusion of clean-typed numpy input runs in one C call
+(``edge/native/wbf.py``: prefilter, per-label sort, that loop, rescale, final
+sort); what it declines (ties within a label, odd values or types) takes the
+path above, with that loop in C (same loop, same values) and no pre-pass. Where numpy's scalar rules changed
 (NEP 50: float32 score vs thr, float32 weights, float32 / float64 division)
 we follow the installed numpy, so results match 1.0.9 under numpy 1.19 and 2.x.
 

@@ -1,4 +1,4 @@
-"""Optional C kernels (WBF clustering, greedy NMS, head decoding, view batching), loaded with ctypes.
+"""Optional C kernels (whole WBF and its clustering, greedy NMS, head decoding, view batching), loaded with ctypes.
 
 The library is ``edge/native/lib/_reefwatch_kernels.so``, built from kernels.c by
 ``python -m edge.native.build`` (the Makefile and Dockerfile.l4t run it; it
