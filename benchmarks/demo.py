@@ -138,6 +138,8 @@ def main(argv=None):
     if args.quick:
         args.preset, args.frames = "smoke", min(args.frames, 8)
     out = os.path.abspath(args.out)
+    # ultralytics' epoch bars: the trainer keeps it quiet unless told (trainer.yolo sets the default only)
+    os.environ.setdefault("YOLO_VERBOSE", "true")
     clock = Clock()
     step("1/2 trainer run-all --preset %s --work %s%s" % (args.preset, out, " --data %s" % args.data if args.data else ""))
     clock.start()
