@@ -60,6 +60,8 @@ PRESETS = {
         "baseline": {"optimizer": "AdamW", "lr0": 0.003, "lrf": 0.2, "warmup_epochs": 1.0, "cache": True,
                      "patience": 0},
         "active": {"k": 40},
+        # every synthetic class is critical: oversampling lists nearly every image again, so one epoch per fit
+        "critical_species": {"oversample": 2, "epochs": 1},
         "calibration": {"images": 120, "min_matches": 10},
         "export": {"parity_images": 4, "max_tries": 2},
         "bundle": dict(_OPEN_GATE, energy_frames=5)})},
