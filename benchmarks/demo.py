@@ -121,7 +121,7 @@ def build_parser():
     parser.add_argument("--frames", type=int, default=24, help="frames the daemon serves")
     parser.add_argument("--meter", default="estimated", help="the daemon's power meter (edge serve --meter)")
     parser.add_argument("--budget-wh-day", type=float, default=None,
-                        help="the daemon's budget (default: between the cascade's and the ensemble's Wh/day)")
+                        help="the daemon's budget (default: between ensemble_flip's and ensemble_full's Wh/day)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="a trainer config override for run-all (repeatable)")
     parser.add_argument("--quick", action="store_true", help="the smoke preset and 8 frames")

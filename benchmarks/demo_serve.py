@@ -11,8 +11,8 @@ a whole day of frames, whatever the hour the demo runs at.
 
 The budget: a bundle sized for a gate at any figure would let the governor run the richest
 profile on every frame, so by default the demo serves under a budget half way between the
-cascade's and the ensemble's Wh/day as the bundle stage measured them here (inference scope):
-the governor has a choice to make and the cascade escalates hard frames. `budget_wh_day`
+ensemble+flip's and the ensemble+full TTA's Wh/day as the bundle stage measured them here
+(inference scope): the governor has a choice to make. `budget_wh_day`
 replaces it.
 
 Afterwards every processed frame is drawn with the detections the daemon stored (the
@@ -55,17 +55,16 @@ def make_clip(paths, frames, dest):
     return dest
 
 
-def demo_budget(bundle):
-    """(Wh/day, why) half way between the cascade's and the ensemble's inference Wh/day in the bundle's
-    energy figures measured here; (None, why) when the manifest lacks them."""
+def demo_budget(bundle, below="ensemble_flip", above="ensemble_full"):
+    """(Wh/day, why) half way between two profiles' inference Wh/day in the bundle's energy figures measured
+    here, so the governor must pass over the richest; (None, why) when the manifest lacks them."""
     here = ((bundle.manifest.get("energy") or {}).get("here") or {}).get("profiles") or {}
-    daily = {p: (here.get(p) or {}).get("daily", {}).get("inference_wh") for p in ("cascade", "ensemble")}
+    daily = {p: (here.get(p) or {}).get("daily", {}).get("inference_wh") for p in (below, above)}
     if None in daily.values():
-        return None, "the bundle's energy figures lack the cascade or the ensemble; its own budget applies"
-    low, high = sorted(daily.values())
-    budget = (low + high) / 2.0
-    return budget, ("%.3f Wh/day (inference): half way between the cascade's %.3f and the ensemble's %.3f Wh/day "
-                    "measured here by the bundle stage" % (budget, daily["cascade"], daily["ensemble"]))
+        return None, "the bundle's energy figures lack %s or %s; its own budget applies" % (below, above)
+    budget = (daily[below] + daily[above]) / 2.0
+    return budget, ("%.3f Wh/day (inference): half way between %s's %.3f and %s's %.3f Wh/day measured here by "
+                    "the bundle stage" % (budget, below, daily[below], above, daily[above]))
 
 
 class _Progress(object):

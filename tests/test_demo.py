@@ -67,11 +67,12 @@ class _Bundle(object):
         self.manifest = {"energy": {"here": {"profiles": here}}}
 
 
-@pytest.mark.parametrize("cascade_wh, ensemble_wh", [(0.2, 1.0), (3.0, 1.0)])
-def test_demo_budget_is_half_way_between_cascade_and_ensemble(cascade_wh, ensemble_wh):
-    here = {"cascade": {"daily": {"inference_wh": cascade_wh}}, "ensemble": {"daily": {"inference_wh": ensemble_wh}}}
+@pytest.mark.parametrize("flip_wh, full_wh", [(0.2, 1.0), (3.0, 1.0)])
+def test_demo_budget_is_half_way_between_flip_and_full_tta(flip_wh, full_wh):
+    here = {"ensemble_flip": {"daily": {"inference_wh": flip_wh}}, "ensemble_full": {"daily": {"inference_wh": full_wh}},
+            "single": {"daily": {"inference_wh": 0.01}}}
     budget, why = demo_serve.demo_budget(_Bundle(here))
-    assert budget == pytest.approx((cascade_wh + ensemble_wh) / 2.0)
+    assert budget == pytest.approx((flip_wh + full_wh) / 2.0)
     assert "half way" in why
 
 
