@@ -56,7 +56,7 @@ def fit(out_dir, model, train_args, keep_last=3, resume=True, callbacks=None, tr
     else:
         runner = yolo.yolo(last if state == "unfinished" else model)
         runner.add_callback("on_model_save", lambda t: prune_periodic_checkpoints(t.wdir, keep_last))
-        for event, func in (callbacks or {}).items():
+        for event, func in list(epoch_progress(os.path.basename(str(out_dir))).items()) + list((callbacks or {}).items()):
             runner.add_callback(event, func)
         args = dict(train_args, save_dir=save_dir)
         if state == "unfinished":  # everything else comes from the checkpoint's own arguments
@@ -73,6 +73,30 @@ def fit(out_dir, model, train_args, keep_last=3, resume=True, callbacks=None, tr
                            workers=train_args.get("workers", 0), **(val_args or {}))
     summary = summarise_metrics(metrics, categories_for(read_data_yaml(train_args["data"]), len(metrics.names)))
     return FitResult(weights=weights, last=last, metrics=summary, resumed=state)
+
+
+def epoch_progress(name):
+    """ultralytics callbacks drawing one tqdm bar of epochs with the last validation mAP50 (the trainer keeps
+    ultralytics quiet, so without this a run is silent for minutes). In this process only, as all callbacks."""
+    from tqdm import tqdm
+
+    bars = {}
+
+    def start(trainer):
+        bars["bar"] = tqdm(total=trainer.epochs, initial=trainer.start_epoch, desc="%s epochs" % name, unit="epoch")
+
+    def epoch_end(trainer):
+        bar = bars.get("bar")
+        if bar is not None:
+            bar.set_postfix(mAP50="%.4f" % float(trainer.metrics.get("metrics/mAP50(B)", float("nan"))))
+            bar.update(1)
+
+    def end(trainer):
+        bar = bars.pop("bar", None)
+        if bar is not None:
+            bar.close()
+
+    return {"on_train_start": start, "on_fit_epoch_end": epoch_end, "on_train_end": end}
 
 
 def validate(weights, data, out_dir, imgsz, batch, device=None, workers=0):
