@@ -87,7 +87,7 @@ def epoch_progress(name):
 
     def epoch_end(trainer):
         bar = bars.get("bar")
-        if bar is not None:
+        if bar is not None and bar.n < bar.total:  # the final validation of best.pt fires this event again
             bar.set_postfix(mAP50="%.4f" % float(trainer.metrics.get("metrics/mAP50(B)", float("nan"))))
             bar.update(1)
 
