@@ -13,6 +13,7 @@ checked as they are parsed (`existing_file`, `output_folder`, ...), so a
 missing input or a file where a folder belongs is refused before work starts.
 """
 import argparse
+import importlib
 import logging
 import math
 import os
@@ -202,82 +203,17 @@ def _run_active(config, args):
     return run_active(args, config)
 
 
-def _add_specialize(parser):
-    from trainer.stages.specialize import add_arguments
+def stage_command(module, summary):
+    """(add_arguments, run) of a stage module offering add_arguments(parser) and run_command(config, args),
+    imported only when the command is used (the stages pull in torch, ultralytics and ONNX Runtime)."""
+    def add(parser):
+        importlib.import_module(module).add_arguments(parser)
 
-    add_arguments(parser)
+    def run(config, args):
+        return importlib.import_module(module).run_command(config, args)
 
-
-def _run_specialize(config, args):
-    """Week 4: critical-species oversampling and hard-negative mining through the device's pipeline."""
-    from trainer.stages.specialize import run_command
-
-    return run_command(config, args)
-
-
-def _add_ensemble(parser):
-    from trainer.stages.ensemble import add_arguments
-
-    add_arguments(parser)
-
-
-def _run_ensemble(config, args):
-    """Week 5: the variants the device runs (recall, balanced, precision, ...), fine-tuned from the specialized weights."""
-    from trainer.stages.ensemble import run_command
-
-    return run_command(config, args)
-
-
-def _add_export(parser):
-    from trainer.stages.export import add_arguments
-
-    add_arguments(parser)
-
-
-def _run_export(config, args):
-    """Week 6: ONNX for TensorRT 8.2 with an FP16 parity check per variant, and the engines or their build script."""
-    from trainer.stages.export import run_command
-
-    return run_command(config, args)
-
-
-def _add_calibrate(parser):
-    from trainer.stages.calibrate import add_arguments
-
-    add_arguments(parser)
-
-
-def _run_calibrate(config, args):
-    """Week 6: temperatures and operating thresholds per inference profile, fitted through the device's pipeline."""
-    from trainer.stages.calibrate import run_command
-
-    return run_command(config, args)
-
-
-def _add_bundle(parser):
-    from trainer.stages.bundle import add_arguments
-
-    add_arguments(parser)
-
-
-def _run_bundle(config, args):
-    """Week 6: the edge bundle with accuracy and energy measured through edge's pipeline, behind the budget gate."""
-    from trainer.stages.bundle import run_command
-
-    return run_command(config, args)
-
-
-def _add_run_all(parser):
-    from trainer.run_all import add_arguments
-
-    add_arguments(parser)
-
-
-def _run_run_all(config, args):
-    """Weeks 1-6 in one resumable command: synth or --data, ssl, baseline, active, specialize, ensemble, export, calibrate, bundle."""
-    from trainer.run_all import run_command
-
-    return run_command(config, args)
+    run.__doc__ = summary
+    return add, run
 
 
 def _check_output(folder, where):
@@ -298,12 +234,18 @@ COMMANDS = {
     "ssl": (_add_ssl, _run_ssl),
     "baseline": (_add_baseline, _run_baseline),
     "active": (_add_active, _run_active),
-    "specialize": (_add_specialize, _run_specialize),
-    "ensemble": (_add_ensemble, _run_ensemble),
-    "export": (_add_export, _run_export),
-    "calibrate": (_add_calibrate, _run_calibrate),
-    "bundle": (_add_bundle, _run_bundle),
-    "run-all": (_add_run_all, _run_run_all),
+    "specialize": stage_command("trainer.stages.specialize", "Week 4: critical-species oversampling and "
+                                "hard-negative mining through the device's pipeline."),
+    "ensemble": stage_command("trainer.stages.ensemble", "Week 5: the variants the device runs (recall, balanced, "
+                              "precision, ...), fine-tuned from the specialized weights."),
+    "export": stage_command("trainer.stages.export", "Week 6: ONNX for TensorRT 8.2 with an FP16 parity check per "
+                            "variant, and the engines or their build script."),
+    "calibrate": stage_command("trainer.stages.calibrate", "Week 6: temperatures and operating thresholds per "
+                               "inference profile, fitted through the device's pipeline."),
+    "bundle": stage_command("trainer.stages.bundle", "Week 6: the edge bundle with accuracy and energy measured "
+                            "through edge's pipeline, behind the budget gate."),
+    "run-all": stage_command("trainer.run_all", "Weeks 1-6 in one resumable command: synth or --data, ssl, "
+                             "baseline, active, specialize, ensemble, export, calibrate, bundle."),
 }
 
 
