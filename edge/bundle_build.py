@@ -7,9 +7,9 @@ import tempfile
 import numpy as np
 
 from edge import __version__
-from edge.bundle import (CALIBRATED_PROFILES, CATEGORIES, DEFAULT_DECODE_THR, DEFAULT_FUSION, DEFAULT_VARIANT_THR,
-                         FORMATS, VARIANTS, Bundle, ClassSpec, ModelSpec, copy_model, default_profiles, load_bundle,
-                         make_manifest, model_entry, sha256_of, write_bundle)
+from edge.bundle import (CALIBRATED_PROFILES, CATEGORIES, DEFAULT_DECODE_THR, DEFAULT_FUSION, DEFAULT_NMS_IOU,
+                         DEFAULT_VARIANT_THR, FORMATS, VARIANTS, Bundle, ClassSpec, ModelSpec, copy_model,
+                         default_profiles, load_bundle, make_manifest, model_entry, sha256_of, write_bundle)
 from edge.decode import EFFICIENT_NMS_OUTPUTS
 from edge.errors import BundleError, EdgeError
 from edge.tta import view_plan
@@ -162,7 +162,7 @@ def _per_variant(value, variant, default):
     return default if value is None else value
 
 
-def build_bundle(out_dir, models, classes, tta="full", target="x86-cpu", decode_thr=DEFAULT_DECODE_THR, iou_thr=0.7,
+def build_bundle(out_dir, models, classes, tta="full", target="x86-cpu", decode_thr=DEFAULT_DECODE_THR, iou_thr=DEFAULT_NMS_IOU,
                  operating_thr=None, thresholds=None, temperatures=None, fusion=None, deployment=None, energy=None,
                  accuracy=None, weights=None, imgsz=None, calibration_method=None, multi_label=True):
     """Copy models into a new bundle folder and write a verified manifest; nothing is left half-written.
@@ -219,7 +219,7 @@ def bundle_from_models(models, names, imgsz=None, plan="none", categories=None, 
         input_size, batch, _ = probe_model(path, len(names), imgsz)
         fmt = FORMATS.get(os.path.splitext(path)[1], "onnx")
         specs.append(ModelSpec(variant, variant, os.path.abspath(path), sha256_of(path), fmt, tuple(input_size), batch,
-                               decode_thr, 0.7, 1.0, None, DEFAULT_VARIANT_THR[variant], True))
+                               decode_thr, DEFAULT_NMS_IOU, 1.0, None, DEFAULT_VARIANT_THR[variant], True))
     root = os.path.dirname(os.path.abspath(models[0][1]))
     manifest = {"schema_version": 2, "in_memory": True}
     fusion = dict(DEFAULT_FUSION)

@@ -43,7 +43,9 @@ def _add_bundle(subparsers):
                        help="operating threshold of an inference profile (single, ensemble, ensemble_flip, "
                             "ensemble_full), repeatable; default: single = the balanced variant's 0.25, "
                             "fused profiles 0.15")
-    build.add_argument("--iou", type=SCORE, default=0.7, help="per-model NMS IoU threshold")
+    build.add_argument("--iou", type=SCORE, default=0.5,
+                       help="per-model NMS IoU threshold (default 0.5: below fusion's 0.55, so WBF never merges two "
+                            "boxes one model kept apart)")
     build.add_argument("--single-label", action="store_true",
                        help="decode only each anchor's best class (ultralytics predict), not every class above the "
                             "decode threshold (ultralytics val, the default)")

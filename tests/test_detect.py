@@ -61,10 +61,11 @@ def test_single_model_no_tta_matches_ultralytics_predict(assets, tmp_path):
                        "--out", str(tmp_path / "r.json")])
     assert code == 0, text
     ours = json.load(open(str(tmp_path / "r.json")))
+    nms_iou = json.load(open(str(tmp_path / "b" / "manifest.json")))["models"][0]["iou_thr"]
     reference = YOLO(assets["models"][0], task="detect")
     compared = 0
     for name in sorted(os.listdir(assets["frames"])):
-        result = reference.predict(os.path.join(assets["frames"], name), imgsz=IMGSZ, conf=0.25, iou=0.7,
+        result = reference.predict(os.path.join(assets["frames"], name), imgsz=IMGSZ, conf=0.25, iou=nms_iou,
                                    max_det=300, verbose=False)[0]
         mine = [r for r in ours if r["file_name"] == name]
         assert len(mine) == len(result.boxes), name

@@ -100,10 +100,13 @@ def epoch_progress(name):
 
 
 def validate(weights, data, out_dir, imgsz, batch, device=None, workers=0):
-    """ultralytics' validation of `weights` on data's val split, on one device."""
+    """ultralytics' validation of `weights` on data's val split, on one device, at the device's NMS IoU
+    (so that it and edge's pipeline on the same images measure the same thing)."""
+    from edge.bundle import DEFAULT_NMS_IOU
+
     device = ultralytics_device(device).split(",")[0]
     return yolo.yolo(weights).val(data=str(data), imgsz=int(imgsz), batch=int(batch), device=device,
-                                  workers=int(workers), plots=False, verbose=False,
+                                  workers=int(workers), plots=False, verbose=False, iou=DEFAULT_NMS_IOU,
                                   save_dir=os.path.abspath(os.path.join(str(out_dir), "val")))
 
 
