@@ -74,9 +74,13 @@ def chain(tmp_path_factory):
         json.dump({"variants": entries, "opset": 12, "tensorrt": None, "engines": None}, fh)
     profiles = {p: {"temperatures": TEMPERATURES[p], "thresholds": THRESHOLDS[p], "figures": {}} for p in TEMPERATURES}
     with open(os.path.join(calibration_dir, "calibration.json"), "w") as fh:
-        json.dump({"profiles": profiles, "method": "temperature", "split": "val", "images": 6}, fh)
+        json.dump({"profiles": profiles, "method": "temperature", "split": "val", "images": 6,
+                   "fusion_weights": FUSION_WEIGHTS}, fh)
     data = _labelled_set(os.path.join(root, "data"), os.path.join(export_dir, "balanced.onnx"))
     return type("Chain", (), {"root": root, "export": export_dir, "calibration": calibration_dir, "data": data})
+
+
+FUSION_WEIGHTS = {"recall": 0.5, "balanced": 1.0, "precision": 0.75}  # as `trainer calibrate` fits them
 
 
 def config(*overrides):
@@ -107,6 +111,7 @@ def test_bundle_passes_the_gate_with_figures_measured_through_the_pipeline(chain
     assert manifest["gate"] == {"passed": True, "failures": [], "forced": False, "profile": result.default_profile}
     # what the bundle carries: variants, thresholds, classes, calibration per profile, deployment, target
     assert {m.variant: m.operating_thr for m in bundle.models} == dict(VARIANTS)
+    assert {m.variant: m.fusion_weight for m in bundle.models} == FUSION_WEIGHTS
     assert [(c.name, c.category) for c in bundle.classes] == [(n, CATEGORIES[i]) for i, n in enumerate(NAMES)]
     for profile in TEMPERATURES:
         settings = bundle.profile_settings(profile)

@@ -96,6 +96,9 @@ def test_calibrate_writes_temperatures_the_bundle_accepts(assets, tmp_path):
     assert set(record["profiles"]) == set(CALIBRATED_PROFILES) == set(result.profiles)
     assert record["split"] == "val" and record["images"] == 5 and record["method"] == "temperature"
     assert record["tta"] == calibrate.DEPLOYED_PLAN  # the plan ensemble_full was fitted on (trainer bundle reads it)
+    # Fusion weights follow each model's own mAP50 on the same images (power 2 by default).
+    assert list(record["fusion_weights"]) == [name for name, _ in VARIANTS] == list(record["model_map50"])
+    assert record["fusion_weights"] == pytest.approx(calibrate.fusion_weights(record["model_map50"], 2.0))
     for profile, entry in record["profiles"].items():
         assert len(entry["temperatures"]) == NC and len(entry["thresholds"]) == NC
         assert all(t > 0 for t in entry["temperatures"])
@@ -113,7 +116,7 @@ def test_calibrate_writes_temperatures_the_bundle_accepts(assets, tmp_path):
     assert "cascade" in record and set(record["cascade"]["d_ece"]) == {"before", "after"}
     assert "cascade" not in result.profiles  # the cascade has no settings of its own
     text = (out / "report.md").read_text()
-    assert "## ensemble_full" in text and "## cascade" in text and "D-ECE" in text
+    assert "## ensemble_full" in text and "## cascade" in text and "D-ECE" in text and "Fusion weights" in text
 
     # The bundle code takes the fitted settings as they are (schema 2 profiles).
     bundle_dir = tmp_path / "bundle"
@@ -177,3 +180,11 @@ def test_missing_export_is_one_trainer_error(assets, tmp_path):
                                                                     "threshold": 0.25}]}))
     with pytest.raises(TrainerError, match="gone.onnx does not exist"):
         calibrate.run_calibrate(_config(), str(tmp_path), assets["data"], str(tmp_path / "out"), progress=False)
+
+
+def test_fusion_weights_follow_each_models_map50():
+    weights = calibrate.fusion_weights({"recall": 0.3, "balanced": 0.6, "precision": float("nan")}, 2.0)
+    assert weights == {"recall": pytest.approx(0.25), "balanced": 1.0, "precision": 0.0}
+    assert calibrate.fusion_weights({"recall": 0.3, "balanced": 0.6}, 0.0) == {"recall": 1.0, "balanced": 1.0}
+    # Nothing scored: no evidence to weigh by, so equal weights.
+    assert calibrate.fusion_weights({"recall": 0.0, "balanced": 0.0}, 2.0) == {"recall": 1.0, "balanced": 1.0}

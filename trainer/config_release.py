@@ -23,6 +23,7 @@ class CalibrationConfig:
     decode_thr: float = spec(0.01, min=0.0, max=1.0)   # what feeds fusion while calibrating (the device's)
     critical_recall_target: float = spec(0.9, min=0.0, max=1.0)  # share of the best reachable critical recall
     ece_bins: int = spec(10, min=2)
+    fusion_weight_power: float = spec(2.0, min=0.0, max=8.0)  # model weight = (its mAP50 / the best's) ** this; 0: equal
 
 
 @dataclass(frozen=True)

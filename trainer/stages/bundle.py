@@ -87,7 +87,8 @@ def read_export(export_dir):
 
 
 def read_calibration(calibration_dir, num_classes):
-    """({profile: temperatures}, {profile: thresholds}, the TTA plan, method) from calibration.json."""
+    """({profile: temperatures}, {profile: thresholds}, the TTA plan, method, {model: fusion weight}) from
+    calibration.json (the weights {} when it fitted none)."""
     calibration = _read_json(calibration_dir, CALIBRATION_FILE, "calibrate")
     where = os.path.join(calibration_dir, CALIBRATION_FILE)
     profiles = calibration.get("profiles") if isinstance(calibration, dict) else None
@@ -107,7 +108,11 @@ def read_calibration(calibration_dir, num_classes):
             into[name] = [float(v) for v in values]
     method = "%s (trainer calibrate, %s split)" % (calibration.get("method", "temperature"),
                                                    calibration.get("split", "?"))
-    return temperatures, thresholds, calibration.get("tta", "full"), method
+    weights = calibration.get("fusion_weights") or {}
+    if not isinstance(weights, dict) or not all(isinstance(w, (int, float)) and w > 0 for w in weights.values()):
+        raise TrainerError("%s fusion_weights: expected {model: weight > 0}, got %r; rerun `trainer calibrate`"
+                           % (where, weights))
+    return temperatures, thresholds, calibration.get("tta", "full"), method, weights
 
 
 def deployment_profile(section):
@@ -228,7 +233,7 @@ def run_bundle(config, export_dir, calibration_dir, data, out_dir, force=False, 
     profiles = _profiles(config)
     models, imgsz = read_export(export_dir)
     classes = read_classes(data)
-    temperatures, thresholds, tta, method = read_calibration(calibration_dir, len(classes))
+    temperatures, thresholds, tta, method, fitted_weights = read_calibration(calibration_dir, len(classes))
     bundle_dir = _check_out(out_dir)
     staging = tempfile.mkdtemp(prefix=".bundle-staging-", dir=out_dir)
     try:
@@ -236,7 +241,7 @@ def run_bundle(config, export_dir, calibration_dir, data, out_dir, force=False, 
             os.path.join(staging, BUNDLE_DIR), [(v, p) for v, p, _, _ in models], classes, tta=tta,
             target=section.target, decode_thr=config.calibration.decode_thr,
             operating_thr={v: t for v, _, t, _ in models if t is not None}, thresholds=thresholds,
-            temperatures=temperatures, weights={v: w for v, _, _, w in models},
+            temperatures=temperatures, weights={v: fitted_weights.get(v, w) for v, _, _, w in models},
             deployment=deployment_profile(section), imgsz=imgsz, calibration_method=method)
         accuracy, energy = _measure(config, staged, data, profiles, meter, _bar(progress))
         default, verdict = judge(config, accuracy, energy, profiles)

@@ -13,6 +13,10 @@ def write_report(path, record):
              "temperature p' = sigmoid(logit(p) / T) per class." % (
                  record["images"], record["split"], record["inputs"]["settings"]["decode_thr"],
                  record["inputs"]["settings"]["iou_thr"]), "",
+             "Fusion weights (each model's mAP50 alone, original view, relative to the best, to the power %s): %s."
+             % (record["inputs"]["settings"]["fusion_weight_power"], ", ".join(
+                 "%s %.3f (mAP50 %s)" % (name, weight, cell(record["model_map50"][name]))
+                 for name, weight in record["fusion_weights"].items())), "",
              "## D-ECE and log loss, before -> after", "",
              "| profile | category | D-ECE before | D-ECE after | log loss before | log loss after |",
              "|---|---|---|---|---|---|"]
