@@ -624,6 +624,9 @@ done:
 /* ------------------------------------------------------------------------ */
 
 #define NMS_CHUNK 32
+/* Up to this many kept boxes, nms_run tests each box against the kept ones (nms_run_kept):
+ * inserting into their sorted index costs O(kept) a box, cheap for max_det-sized limits. */
+#define NMS_KEPT_MAX 1024
 #define SORT_RUN 16
 
 typedef struct {
@@ -747,11 +750,69 @@ static void nms_free(nms_scratch *s)
  * those whose x1 and y1 lie in its windows (nms_reach) and whose x1 is below its
  * x2. With iou_thr 0 every overlap counts: the sorted boxes are grouped in
  * chunks of NMS_CHUNK with each chunk's largest x2, so one wide box slows only its chunk. */
+/* nms_run for iou_thr > 0 and a small limit (NMS_KEPT_MAX): each visited box is tested against
+ * the kept boxes, held sorted by x1, instead of each kept box marking the later boxes it
+ * suppresses. The same pairs decide (suppresses is symmetric, and the x1 and y1 windows of
+ * nms_reach bound |x1_b - x1_o| by either box's side), so the same boxes are kept; but when
+ * a decoder's thousands of candidates crowd each object, the few hundred kept boxes are all
+ * that is scanned, and only the visited boxes are ever touched. Uses s->by_x for the index. */
+static int64_t nms_run_kept(const float *boxes, int64_t n, double iou_thr, int64_t limit, int64_t *keep,
+                            nms_scratch *s)
+{
+    nms_box *index = s->by_x;
+    int64_t i, kept = 0, n_index = 0;
+    for (i = 0; i < n && kept < limit; i++) {
+        const float *b = boxes + 4 * i;
+        nms_box o;
+        double rx, ry, from, to, from_y, to_y;
+        int64_t a, z, p, at;
+        if (!(b[2] > b[0] && b[3] > b[1])) {
+            keep[kept++] = i; /* no area: always kept, suppresses nothing */
+            continue;
+        }
+        o.x1 = b[0]; o.y1 = b[1]; o.x2 = b[2]; o.y2 = b[3];
+        o.area = (b[2] - b[0]) * (b[3] - b[1]);
+        o.rank = i;
+        rx = nms_reach(o.x1, o.x2, iou_thr);
+        ry = nms_reach(o.y1, o.y2, iou_thr);
+        from = (double)o.x1 - rx;
+        to = (double)o.x1 + rx;
+        from_y = (double)o.y1 - ry;
+        to_y = (double)o.y1 + ry;
+        if ((double)o.x2 < to) to = (double)o.x2; /* a kept box starting past o's x2 misses it */
+        a = 0;
+        z = n_index;
+        while (a < z) {
+            int64_t mid = a + (z - a) / 2;
+            if ((double)index[mid].x1 <= from) a = mid + 1; else z = mid;
+        }
+        for (p = a; p < n_index && (double)index[p].x1 < to; p++) {
+            const nms_box *k = &index[p];
+            if (((double)k->y1 > from_y) & ((double)k->y1 < to_y) && suppresses(k, &o, iou_thr)) break;
+        }
+        if (p < n_index && (double)index[p].x1 < to) continue; /* suppressed */
+        keep[kept++] = i;
+        /* insert after the kept boxes of equal x1 */
+        a = 0;
+        z = n_index;
+        while (a < z) {
+            int64_t mid = a + (z - a) / 2;
+            if (index[mid].x1 <= o.x1) a = mid + 1; else z = mid;
+        }
+        at = a;
+        memmove(index + at + 1, index + at, (size_t)(n_index - at) * sizeof(nms_box));
+        index[at] = o;
+        n_index++;
+    }
+    return kept;
+}
+
 static int64_t nms_run(const float *boxes, int64_t n, double iou_thr, int64_t limit, int64_t *keep,
                        nms_scratch *s)
 {
     nms_box *by_x = s->by_x;
     int64_t n_proper = 0, n_active, stale = 0, i, kept = 0;
+    if (iou_thr > 0.0 && limit <= NMS_KEPT_MAX) return nms_run_kept(boxes, n, iou_thr, limit, keep, s);
     for (i = 0; i < n; i++) {
         const float *b = boxes + 4 * i;
         s->pos[i] = -1;
