@@ -76,6 +76,7 @@ def stage_lines(state):
 def bundle_lines(bundle_dir):
     """The bundle's accuracy per profile (edge pipeline, validation split), default profile and gate."""
     from edge.bundle import load_bundle
+    from trainer.stages.bundle_report import ladder_lines
 
     manifest = load_bundle(bundle_dir, verify=False).manifest
     lines = ["  %-14s %7s %10s %16s" % ("profile", "mAP50", "mAP50-95", "critical recall")]
@@ -84,6 +85,7 @@ def bundle_lines(bundle_dir):
             critical = acc.get("critical_recall")
             lines.append("  %-14s %7.3f %10.3f %16s" % (profile, acc["map50"], acc.get("map50_95") or 0.0,
                                                         "-" if critical is None else "%.3f" % critical))
+    lines += ["  " + line for line in ladder_lines(manifest.get("accuracy") or {})]
     gate = manifest.get("gate") or {}
     lines.append("  default profile %s; gate %s%s" % (
         manifest.get("default_profile"), "passed" if gate.get("passed") else "FAILED",

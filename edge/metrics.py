@@ -52,6 +52,11 @@ def class_curve(class_id, predictions, ground_truth, iou_thr=0.5):
                       precision, recall, scores, hits, num_gt)
 
 
+def average_precision(hits, num_gt):
+    """AP (COCO's 101-point interpolation) of true-positive flags sorted by descending score."""
+    return _average_precision(*_precision_recall(np.asarray(hits, bool), num_gt)) if num_gt else float("nan")
+
+
 def _precision_recall(hits, num_gt):
     tp_cum = np.cumsum(hits)
     return tp_cum / np.maximum(np.arange(1, len(hits) + 1), 1), tp_cum / float(max(num_gt, 1))

@@ -122,6 +122,14 @@ def test_bundle_passes_the_gate_with_figures_measured_through_the_pipeline(chain
     assert [m.decode_thr for m in bundle.models] == [cfg.calibration.decode_thr] * 3
     # accuracy per profile; the COCO evaluator agrees with edge.metrics on the same detections
     assert list(result.accuracy) == cfg.calibration.profiles.split(",")
+    # each richer profile against the one before it, with its paired-bootstrap interval, in the report too
+    assert [(p, f["map50_vs"]["than"]) for p, f in result.accuracy.items() if "map50_vs" in f] == [
+        ("ensemble", "single"), ("ensemble_flip", "ensemble"), ("ensemble_full", "ensemble_flip")]
+    for f in result.accuracy.values():
+        if "map50_vs" in f:
+            low, high = f["map50_vs"]["interval"]
+            assert low <= high and f["map50_vs"]["holds"] == (high >= 0)
+    assert "ensemble vs single: mAP50" in open(result.report).read()
     for profile, figures in result.accuracy.items():
         assert abs(figures["map50"] - figures["coco_map50"]) <= 0.005
         assert 0.0 <= figures["map50_95"] <= figures["map50"]

@@ -152,9 +152,12 @@ def choose_default(profiles, accuracy, budget, wanted=None):
 def _measure_accuracy(pipeline, items, profiles, progress):
     from trainer.coco_eval import coco_map
     from trainer.profile_accuracy import evaluate_profiles
+    from trainer.profile_noise import ladder_checks
 
     results = evaluate_profiles(pipeline, items, profiles, progress)
     ground_truth = [gt for _, gt in items]
+    ladder = ladder_checks({p: r["predictions"] for p, r in results.items()}, ground_truth,
+                           pipeline.bundle.num_classes)
     accuracy = {}
     for profile, r in results.items():
         coco = coco_map(r["predictions"], ground_truth, pipeline.bundle.num_classes)
@@ -165,6 +168,8 @@ def _measure_accuracy(pipeline, items, profiles, progress):
             "gt_boxes": r["gt_boxes"], "reported_boxes": r["reported_boxes"], "frame_ms": r["frame_ms"],
             "escalated_share": r.get("escalated_share"), "split": SPLIT,
             "measured_by": "edge.pipeline (onnxruntime) + edge.metrics; mAP50-95 faster-coco-eval"}
+        if profile in ladder:
+            accuracy[profile]["map50_vs"] = ladder[profile]   # against the cheaper profile before it
     return accuracy
 
 

@@ -19,6 +19,18 @@ def accuracy_table(accuracy, default):
     return lines
 
 
+def ladder_lines(accuracy):
+    """Each richer profile's mAP50 against the cheaper one before it, with its paired-bootstrap interval."""
+    lines = []
+    for profile, f in accuracy.items():
+        check = f.get("map50_vs")
+        if check:
+            lines.append("- %s vs %s: mAP50 %+.4f (%d%% interval %+.4f to %+.4f): %s" % (
+                profile, check["than"], check["difference"], round(100 * check["level"]), check["interval"][0],
+                check["interval"][1], "holds within noise" if check["holds"] else "LOWER beyond noise"))
+    return lines
+
+
 def _daily(daily):
     if "error" in daily:
         return ["does not fit: %s" % daily["error"], "-", "-", "over"]
@@ -58,6 +70,10 @@ def write_report(path, result):
     lines += ["- %s" % f for f in verdict["failures"]]
     lines += ["", "## Accuracy on the validation split (edge.pipeline, every fused box for mAP; recall at each "
               "profile's operating thresholds)", ""] + accuracy_table(result.accuracy, result.default_profile)
+    ladder = ladder_lines(result.accuracy)
+    if ladder:
+        lines += ["", "Richer profiles against cheaper ones (paired bootstrap over images, trainer.profile_noise):",
+                  ""] + ladder
     lines += ["", "## Energy", "",
               "Deployment: %s. Budget %g Wh/day (%s scope), judged on the %s figures." % (
                   ", ".join("%s=%s" % kv for kv in sorted(deployment.items())), deployment["budget_wh_day"],
