@@ -73,12 +73,10 @@ def stage_lines(state):
     return lines
 
 
-def bundle_lines(bundle_dir):
+def bundle_lines(manifest):
     """The bundle's accuracy per profile (edge pipeline, validation split), default profile and gate."""
-    from edge.bundle import load_bundle
     from trainer.stages.bundle_report import ladder_lines
 
-    manifest = load_bundle(bundle_dir, verify=False).manifest
     lines = ["  %-14s %7s %10s %16s" % ("profile", "mAP50", "mAP50-95", "critical recall")]
     for profile, acc in (manifest.get("accuracy") or {}).items():
         if isinstance(acc, dict) and "map50" in acc:
@@ -91,6 +89,24 @@ def bundle_lines(bundle_dir):
         manifest.get("default_profile"), "passed" if gate.get("passed") else "FAILED",
         "" if gate.get("passed") else ": " + "; ".join(gate.get("failures") or [])))
     return lines
+
+
+def critical_recall_line(manifest_accuracy, ensemble_json):
+    """The calibrated ensemble_full's critical recall at its operating point against the best variant alone at its
+    own threshold (trainer ensemble's device figures), the check the week-6 issue asks of the demo."""
+    full = (manifest_accuracy.get("ensemble_full") or {}).get("critical_recall")
+    if full is None or not os.path.exists(ensemble_json):
+        return []
+    with open(ensemble_json) as fh:
+        variants = json.load(fh).get("variants") or []
+    alone = [(v["metrics"].get("device_critical_recall"), v["name"], v["threshold"]) for v in variants
+             if (v.get("metrics") or {}).get("device_critical_recall") is not None]
+    if not alone:
+        return []
+    best, name, threshold = max(alone)
+    return ["  critical recall at the operating point: ensemble_full %.3f (calibrated) vs %.3f for the best variant "
+            "alone (%s at its own %.2f): %s" % (full, best, name, threshold,
+                                                "higher" if full > best else "NOT higher")]
 
 
 def where_lines(out, serve):
@@ -109,7 +125,11 @@ def summary(out, clock, state, serve):
     lines += ["  %-10s %8.1f" % ("total", sum(s["wall_s"] for s in clock.steps)), "",
               "run-all stages (%s preset):" % state.get("preset")]
     lines += stage_lines(state)
-    lines += ["", "Bundle (edge pipeline on the validation split):"] + bundle_lines(os.path.join(out, "bundle"))
+    from edge.bundle import load_bundle
+
+    manifest = load_bundle(os.path.join(out, "bundle"), verify=False).manifest
+    lines += ["", "Bundle (edge pipeline on the validation split):"] + bundle_lines(manifest)
+    lines += critical_recall_line(manifest.get("accuracy") or {}, os.path.join(out, "ensemble", "ensemble.json"))
     lines += ["", "edge serve:"] + ["  " + line for line in summary_lines(serve)]
     lines += ["", "Where:"] + where_lines(out, serve)
     return lines

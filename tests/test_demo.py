@@ -1,4 +1,5 @@
 """`make demo`'s serving half (benchmarks.demo_serve) on random-head models, and the demo's run-all command line."""
+import json
 import os
 
 import pytest
@@ -101,3 +102,15 @@ def test_reference_bundle_size_overrides(model, imgsz, epochs, expected):
     from benchmarks.reference_bundle import size_overrides
 
     assert size_overrides(model, imgsz, epochs) == expected
+
+
+def test_critical_recall_line_compares_full_tta_with_the_best_variant_alone(tmp_path):
+    variants = [{"name": "recall", "threshold": 0.15, "metrics": {"device_critical_recall": 0.59}},
+                {"name": "balanced", "threshold": 0.25, "metrics": {"device_critical_recall": 0.54}}]
+    path = tmp_path / "ensemble.json"
+    path.write_text(json.dumps({"variants": variants}))
+    line, = demo.critical_recall_line({"ensemble_full": {"critical_recall": 0.83}}, str(path))
+    assert "ensemble_full 0.830" in line and "0.590 for the best variant alone (recall at its own 0.15): higher" in line
+    line, = demo.critical_recall_line({"ensemble_full": {"critical_recall": 0.5}}, str(path))
+    assert line.endswith("NOT higher")
+    assert demo.critical_recall_line({}, str(path)) == []
