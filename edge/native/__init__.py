@@ -9,6 +9,7 @@ absent, or REEFWATCH_NATIVE=0, ``active()`` is None and callers take that path.
 Nothing is loaded, built or written at import; the first ``active()`` loads
 the library and logs at DEBUG which path is used.
 """
+import collections
 import ctypes
 import logging
 import os
@@ -20,14 +21,16 @@ from edge.errors import NativeError
 logger = logging.getLogger(__name__)
 
 LIBRARY_NAME = "_reefwatch_kernels.so"
-ABI_VERSION = 4
+ABI_VERSION = 5
 _F64, _F32, _U8 = np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.uint8)
 _VALUES = 9  # per WBF cluster: 4 float32 sums, sum of scores, fused box
 _FUSED = 6  # per fused box of rw_wbf_fuse: x1, y1, x2, y2, score, label
 _FUSED_RECORD = np.dtype([("box", np.float64, (4,)), ("score", np.float64), ("label", np.float64)])
-_WBF_FALLBACK = -3
+_WBF_FALLBACK, _WBF_TIED = -3, -4
 _WBF_COUNT = (1 << 40) - 1
 _WBF_FIXED, _WBF_UNSORTED = 1 << 40, 1 << 41
+# rw_wbf_fuse's answer to tied scores within a label: the label groups' row offsets and weighted scores.
+TiedGroups = collections.namedtuple("TiedGroups", "bounds scores")
 _state = {}  # "kernels": the loaded Kernels (or None when absent); "logged", "logged_for": the path logged
 _ENV_KEY = os.environ.encodekey("REEFWATCH_NATIVE") if hasattr(os.environ, "encodekey") else None
 
@@ -158,23 +161,31 @@ class Kernels(object):
         _check_status(got, "rw_wbf_cluster", "iou_thr=%r" % (iou_thr,))
         return row_cluster, first[:got], count[:got], wsum[:got], values[:got]
 
-    def wbf_fuse(self, boxes, scores, labels, params, n_rows):
+    def wbf_fuse(self, boxes, scores, labels, params, n_rows, order=None):
         """The whole of ensemble_boxes 1.0.9's WBF in one call (see rw_wbf_fuse in kernels.c).
 
         ``boxes``, ``scores``, ``labels``: the lists' values as bytes, one list after the other;
-        ``params``: bytes of rw_wbf_fuse's float64 parameters; ``n_rows``: the number of boxes.
-        Returns None for input the general path must take, else (fused, fixes, ordered): fused,
+        ``params``: bytes of rw_wbf_fuse's float64 parameters; ``n_rows``: the number of boxes;
+        ``order``: None, or bytes of int64: the visiting order of each label group's rows.
+        Returns None for input the general path must take; TiedGroups(bounds, scores) when scores
+        tie within a label and no ``order`` was given: each group's row offsets and weighted scores,
+        what 1.0.9 argsorts; else (fused, fixes, ordered): fused,
         (k,) records of float64 fields box (4,), score and label, by descending score when
         ``ordered`` (else scores tie and the caller sorts); fixes, rw_wbf_fuse's five counts or None.
         """
-        if not type(boxes) is type(scores) is type(labels) is type(params) is bytes:
+        if not type(boxes) is type(scores) is type(labels) is type(params) is bytes \
+                or order is not None and type(order) is not bytes:
             raise NativeError("wbf_fuse takes bytes, got %s" % ", ".join(
-                type(v).__name__ for v in (boxes, scores, labels, params)))
+                type(v).__name__ for v in (boxes, scores, labels, params, order)))
         out = (ctypes.c_double * (_FUSED * (n_rows + 1)))()
-        got = self._fuse(boxes, scores, labels, params, out)
+        got = self._fuse(boxes, scores, labels, params, out, order)
         if got < 0:
             if got == _WBF_FALLBACK:
                 return None
+            if got == _WBF_TIED:
+                n_groups = int(out[0])
+                bounds = np.frombuffer(out, np.float64, n_groups + 1, 8).astype(np.int64)
+                return TiedGroups(bounds, np.frombuffer(out, np.float64, int(bounds[-1]), 8 * (n_groups + 2)))
             _check_status(got, "rw_wbf_fuse", "n_rows=%r" % (n_rows,))
         # Fields of a record array: the cheapest way to three float64 views (1.0.9 returns views too).
         fused = np.frombuffer(out, _FUSED_RECORD, got & _WBF_COUNT)

@@ -287,6 +287,7 @@ int64_t rw_wbf_cluster(const double *rows, int64_t n_rows, const int64_t *bounds
 /* ------------------------------------------------------------------------ */
 
 #define WBF_FALLBACK (-3)
+#define WBF_TIED (-4) /* scores tie within a label and no order was given: out holds the groups' scores */
 #define WBF_FIXED ((int64_t)1 << 40)    /* some boxes were swapped, clipped or skipped: counts follow the rows */
 #define WBF_UNSORTED ((int64_t)1 << 41) /* final scores tie: rows are in cluster order, the caller sorts */
 #define WBF_OUT_W 6
@@ -418,8 +419,29 @@ static void list_weight_sums(const double *rows, const int64_t *members, int64_t
  * (or in cluster order with WBF_UNSORTED), then the counts of boxes with x2 < x1, y2 < y1, a
  * coordinate < 0, a coordinate > 1, and of zero-area boxes skipped (set with WBF_FIXED).
  * Returns the number of fused boxes | flags, WBF_FALLBACK for input the caller's general path
- * must take (NaN or non-finite values, kept scores <= 0 or > 1e30, labels float32 cannot hold,
- * tied scores within a label), or a negative error. */
+ * must take (NaN or non-finite values, kept scores <= 0 or > 1e30, labels float32 cannot hold),
+ * or a negative error.
+ *
+ * Tied scores within a label: 1.0.9 orders each label's rows by numpy's argsort, whose order of
+ * ties is numpy's own. Without `order` (NULL) the call returns WBF_TIED, out holding n_groups, the
+ * n_groups + 1 row offsets of the label groups (first appearance order) and each group's weighted
+ * scores in row order: the arrays 1.0.9 argsorts. With `order`, each group's rows are visited in
+ * that order instead of sorted: order[offset + r] is the index within the group of its r-th row
+ * (the caller's argsort()[::-1] of that group's scores). */
+/* For WBF_TIED: n_groups, the groups' row offsets, then each group's weighted scores in row order. */
+static void tied_scores(const double *raw, const int64_t *group, int64_t kept, const int64_t *offset,
+                        int64_t n_groups, int64_t *at, double *out)
+{
+    int64_t g, i;
+    double *scores = out + n_groups + 2;
+    out[0] = (double)n_groups;
+    for (g = 0; g <= n_groups; g++) {
+        out[1 + g] = (double)offset[g];
+        at[g] = offset[g];
+    }
+    for (i = 0; i < kept; i++) scores[at[group[i]]++] = raw[i * ROW_W + 1];
+}
+
 /* A whole number in [0, hi] passed as a double, or -1. */
 static int64_t param_index(double v, double hi)
 {
@@ -430,7 +452,8 @@ enum { WBF_P_LISTS, WBF_P_BOXES_F32, WBF_P_SCORES_F32, WBF_P_LABEL_KIND, WBF_P_U
        WBF_P_WMAX, WBF_P_EXACT_SUMS, WBF_P_CUT, WBF_P_IOU_THR, WBF_P_CONF_TYPE, WBF_P_ALLOWS_OVERFLOW,
        WBF_P_F32_DIVISOR, WBF_P_HEADER };
 
-int64_t rw_wbf_fuse(const void *boxes, const void *scores, const void *labels, const double *params, double *out)
+int64_t rw_wbf_fuse(const void *boxes, const void *scores, const void *labels, const double *params, double *out,
+                    const int64_t *order)
 {
     int64_t n_lists = param_index(params[WBF_P_LISTS], 1e9);
     int32_t boxes_f32 = params[WBF_P_BOXES_F32] != 0, scores_f32 = params[WBF_P_SCORES_F32] != 0;
@@ -543,10 +566,24 @@ int64_t rw_wbf_fuse(const void *boxes, const void *scores, const void *labels, c
     for (g = n_groups; g > 0; g--) offset[g] = offset[g - 1];
     offset[0] = 0;
     for (g = 0; g < n_groups; g++) {
-        if (sort_keys(keys + offset[g], ktmp, offset[g + 1] - offset[g])) {
-            result = WBF_FALLBACK;
-            goto done;
+        int64_t start = offset[g], size = offset[g + 1] - offset[g];
+        if (order == NULL) {
+            if (sort_keys(keys + start, ktmp, size)) {
+                result = WBF_TIED;
+                tied_scores(raw, group, kept, offset, n_groups, row_cluster, out);
+                goto done;
+            }
+            continue;
         }
+        for (i = 0; i < size; i++) {
+            int64_t q = order[start + i];
+            if (q < 0 || q >= size) {
+                result = RW_ERR_ARG;
+                goto done;
+            }
+            ktmp[i] = keys[start + q]; /* keys of a group are in row order until sorted */
+        }
+        memcpy(keys + start, ktmp, (size_t)size * sizeof(wbf_key));
     }
     for (i = 0; i < kept; i++) memcpy(rows + i * ROW_W, raw + keys[i].i * ROW_W, ROW_W * sizeof(double));
 
@@ -1095,5 +1132,5 @@ int64_t rw_views_to_batch(const int64_t *views, int64_t n_views, int64_t in_h, i
 /* Lets the loader check that it loaded the library it was written for. */
 int32_t rw_abi_version(void)
 {
-    return 4;
+    return 5;
 }

@@ -11,8 +11,9 @@ int64/int32/float64/float32 labels (one dtype per kind over the lists),
 weights that are not plain non-negative numbers, iou_thr <= 0,
 box_and_model_avg or absent_model_aware_avg over 8 or more lists of
 fractional weights (numpy's pairwise sums); the C code returns its fallback
-for non-finite values, kept scores <= 0, labels float32 cannot hold and
-score ties within a label (numpy's argsort orders ties its own way).
+for non-finite values, kept scores <= 0 and labels float32 cannot hold. On score
+ties within a label (numpy's argsort orders ties its own way) ``fuse`` declines too,
+while ``fuse_resolving_ties`` asks numpy for 1.0.9's order and calls the C code again.
 """
 import math
 import struct
@@ -20,6 +21,7 @@ import struct
 import numpy as np
 
 from edge.fusion_small import _f32
+from edge.native import TiedGroups
 
 _NDARRAY = np.ndarray
 _F64, _F32 = np.dtype(np.float64), np.dtype(np.float32)
@@ -27,6 +29,7 @@ _FLOATS = (_F64, _F32)
 _LABELS = (np.dtype(np.int64), np.dtype(np.int32), _F64, _F32)  # kinds 0-3 of rw_wbf_fuse
 _CONF_CODES = {"avg": 0, "max": 1, "box_and_model_avg": 2, "absent_model_aware_avg": 3}
 _NOTHING = np.zeros(0, np.dtype([("box", np.float64, (4,)), ("score", np.float64), ("label", np.float64)]))
+_NO_BOXES = object()  # _arguments' answer when every list is empty
 _PACKERS = {}
 _EXACT = 2.0 ** 53  # whole numbers below it add exactly in any order
 
@@ -37,6 +40,37 @@ def fuse(kernels, boxes_list, scores_list, labels_list, weights, iou_thr, skip_b
 
     ``weak_scalars`` and ``f32_divisor``: numpy's scalar rules, as in ``edge.fusion``.
     """
+    args = _arguments(boxes_list, scores_list, labels_list, weights, iou_thr, skip_box_thr, conf_type,
+                      allows_overflow, weak_scalars, f32_divisor)
+    if args is None or args is _NO_BOXES:
+        return None if args is None else (_NOTHING, None, True)
+    fused = kernels.wbf_fuse(*args)
+    return None if type(fused) is TiedGroups else fused
+
+
+def fuse_resolving_ties(kernels, boxes_list, scores_list, labels_list, weights, iou_thr, skip_box_thr, conf_type,
+                        allows_overflow, weak_scalars, f32_divisor):
+    """``fuse``, also where scores tie within a label: each tied label's rows are then visited in the
+    order of 1.0.9's own call, ``scores.argsort()[::-1]`` on the same float64 values in the same order,
+    and the second call of ``kernels.wbf_fuse`` follows it. None where ``fuse`` is None for another reason.
+    """
+    args = _arguments(boxes_list, scores_list, labels_list, weights, iou_thr, skip_box_thr, conf_type,
+                      allows_overflow, weak_scalars, f32_divisor)
+    if args is None or args is _NO_BOXES:
+        return None if args is None else (_NOTHING, None, True)
+    fused = kernels.wbf_fuse(*args)
+    if type(fused) is not TiedGroups:
+        return fused
+    bounds, scores = fused.bounds.tolist(), fused.scores
+    # A fresh array per group, as 1.0.9 (and edge.fusion) sort one: numpy's argsort sees the same input.
+    order = np.concatenate([np.array(scores[a:b]).argsort()[::-1] for a, b in zip(bounds[:-1], bounds[1:])])
+    return kernels.wbf_fuse(*args, order=order.astype(np.int64).tobytes())
+
+
+def _arguments(boxes_list, scores_list, labels_list, weights, iou_thr, skip_box_thr, conf_type, allows_overflow,
+               weak_scalars, f32_divisor):
+    """kernels.wbf_fuse's arguments for the lists, _NO_BOXES when every list is empty, or None where
+    the general path must take the lists."""
     conf_code = _CONF_CODES.get(conf_type) if type(conf_type) is str else None
     n_lists = len(boxes_list)
     if (conf_code is None or len(scores_list) != n_lists or len(labels_list) != n_lists
@@ -79,7 +113,7 @@ def fuse(kernels, boxes_list, scores_list, labels_list, weights, iou_thr, skip_b
         scores.append(s.tobytes())
         labels.append(lab.tobytes())
     if not boxes:
-        return _NOTHING, None, True
+        return _NO_BOXES
     score_f32 = score_type.itemsize == 4  # (an equal dtype need not be the same object)
     # 1.0.9 compares a numpy score with skip_box_thr: in float32 for float32 scores under numpy >= 2.
     cut = _f32(float(skip_box_thr)) if weak_scalars and score_f32 else skip_box_thr
@@ -88,8 +122,8 @@ def fuse(kernels, boxes_list, scores_list, labels_list, weights, iou_thr, skip_b
                     weighting[2], weighting[3], cut, iou_thr, conf_code, 1 if allows_overflow else 0, f32_divisor]
                    + counts + weight_list)
     if len(boxes) == 1:
-        return kernels.wbf_fuse(boxes[0], scores[0], labels[0], params, counts[0] if n_lists == 1 else sum(counts))
-    return kernels.wbf_fuse(b"".join(boxes), b"".join(scores), b"".join(labels), params, sum(counts))
+        return boxes[0], scores[0], labels[0], params, counts[0] if n_lists == 1 else sum(counts)
+    return b"".join(boxes), b"".join(scores), b"".join(labels), params, sum(counts)
 
 
 def _pack(values):
