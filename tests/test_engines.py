@@ -143,3 +143,53 @@ def test_embedded_builder_is_python36_code(tmp_path):
     builder = tmp_path / "builder.py"
     builder.write_text(source)
     subprocess.run([os.path.join(ROOT, ".venv36", "bin", "python"), "-m", "py_compile", str(builder)], check=True)
+
+
+def _nms_onnx(tmp_path, dynamic=False):
+    """A detect-head-shaped model (1 class, 6 anchors) with the EfficientNMS_TRT tail, as `trainer export` writes."""
+    import onnx
+
+    from tests.test_efficient_nms import _identity_head
+    from trainer.efficient_nms import append_efficient_nms
+
+    path = str(tmp_path / "m.nms.onnx")
+    onnx.save(append_efficient_nms(_identity_head(1, 1, 6, dynamic=dynamic), 0.01, 0.5, num_classes=1), path)
+    return path
+
+
+def test_api_build_of_an_efficient_nms_model_registers_the_plugins_first(trt, tmp_path):
+    engines.build_engine(trt, _nms_onnx(tmp_path), str(tmp_path / "m.engine"), 1024)
+    network, _ = _last_build(trt)
+    (plugin,) = [layer for layer in network.layers if layer.name == "/efficient_nms/EfficientNMS_TRT"]
+    assert [plugin.get_output(i).dtype for i in range(plugin.num_outputs)] == [trt.int32, trt.float32, trt.float32,
+                                                                               trt.int32]
+
+
+def test_the_fake_parser_refuses_a_plugin_before_registration(trt, tmp_path):
+    """Without init_libnvinfer_plugins the real parser has no importer for EfficientNMS_TRT; so must the fake."""
+    builder = trt.Builder(trt.Logger())
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+    parser = trt.OnnxParser(network, None)
+    assert parser.parse(open(_nms_onnx(tmp_path), "rb").read()) is False
+    assert "No importer registered for op: EfficientNMS_TRT" in parser.get_error(0)
+
+
+def test_build_engines_builds_from_the_nms_file_where_there_is_one(trt, tmp_path):
+    plain = {"name": "recall", "onnx": _onnx(tmp_path), "fp32_layers": [], "dynamic": False, "shape": (2, 4, 4)}
+    tailed = dict(plain, name="balanced", nms_onnx=_nms_onnx(tmp_path, dynamic=True), dynamic=True, shape=(5, 6))
+    records = engines.build_engines([plain, tailed], str(tmp_path), 1024, trt=trt)
+    assert [r["onnx"] for r in records] == ["m.onnx", "m.nms.onnx"]
+    layers = [[layer.name for layer in network.layers] for _, network, _ in trt.Builder.gpu.log[-2:]]
+    assert "/efficient_nms/EfficientNMS_TRT" not in layers[0] and "/efficient_nms/EfficientNMS_TRT" in layers[1]
+
+
+def test_trtexec_and_script_take_the_nms_file_where_there_is_one(tmp_path):
+    models = [dict(_model("recall"), nms_onnx="/x/recall.nms.onnx"),
+              dict(_model("precision", kept=KEPT), nms_onnx="/x/precision.nms.onnx")]
+    assert engines.trtexec_command(models[0], 1024) == (
+        "trtexec --onnx=recall.nms.onnx --saveEngine=recall.engine --fp16 --workspace=1024")
+    text = engines.build_script(models, 1024)
+    assert '"$TRTEXEC" --onnx=recall.nms.onnx --saveEngine=recall.engine' in text
+    assert '"$TRTEXEC" --onnx=precision.nms.onnx --saveEngine=precision.engine' in text
+    assert "build_with_python precision.nms.onnx precision.engine 1024 precision.fp32_layers.txt" in text
+    assert "--onnx=recall.onnx" not in text and "build_with_python precision.onnx" not in text

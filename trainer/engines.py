@@ -7,6 +7,9 @@ TensorRT layer precision constraints; trtexec only takes those from TensorRT 8.4
 on 8.2 the script runs `build_engine` below with the device's python3 TensorRT bindings instead.
 `build_engine`'s source is embedded in the script as is, so it stays Python 3.6 code.
 Where `tensorrt` imports here (a Jetson or a GPU host), the same function builds them now.
+A model exported with an EfficientNMS_TRT tail (`export.efficient_nms`, trainer.efficient_nms)
+is built from its `<variant>.nms.onnx`; the builder registers TensorRT's plugins before parsing,
+as trtexec does itself.
 """
 import inspect
 import logging
@@ -28,6 +31,8 @@ def build_engine(trt, onnx_path, engine_path, workspace_mb, fp32_layers=(), shap
     an input with a dynamic batch (a profile from 1 to max_batch); None for a static one.
     """
     log = trt.Logger(trt.Logger.WARNING)
+    # The ONNX parser finds plugin ops (EfficientNMS_TRT) only in a registry filled by this call.
+    trt.init_libnvinfer_plugins(log, "")
     builder = trt.Builder(log)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
     parser = trt.OnnxParser(network, log)
@@ -78,9 +83,14 @@ def tensorrt_module():
     return tensorrt
 
 
+def engine_onnx(model):
+    """The ONNX file a model dict's engine is built from: its EfficientNMS_TRT twin (nms_onnx) where it has one."""
+    return model.get("nms_onnx") or model["onnx"]
+
+
 def build_engines(models, out_dir, workspace_mb, trt=None):
-    """Engines for [model dicts: name, onnx, fp32_layers, dynamic, shape (C, H, W)] when TensorRT is importable;
-    None (the device builds them with build_engines.sh) when it is not."""
+    """Engines for [model dicts: name, onnx, nms_onnx (optional), fp32_layers, dynamic, shape (C, H, W)] when
+    TensorRT is importable; None (the device builds them with build_engines.sh) when it is not."""
     trt = trt or tensorrt_module()
     if trt is None:
         return None
@@ -88,11 +98,12 @@ def build_engines(models, out_dir, workspace_mb, trt=None):
     for model in models:
         engine = os.path.join(out_dir, model["name"] + ".engine")
         try:
-            summary = build_engine(trt, model["onnx"], engine, workspace_mb, model["fp32_layers"],
+            summary = build_engine(trt, engine_onnx(model), engine, workspace_mb, model["fp32_layers"],
                                    shape=model["shape"] if model["dynamic"] else None, max_batch=DYNAMIC_MAX_BATCH)
         except RuntimeError as e:
             raise TrainerError("engine build of %s failed: %s" % (model["name"], e)) from e
-        engines.append(dict(summary, name=model["name"], engine=os.path.basename(engine)))
+        engines.append(dict(summary, name=model["name"], engine=os.path.basename(engine),
+                            onnx=os.path.basename(engine_onnx(model))))
     return engines
 
 
@@ -105,7 +116,7 @@ def trtexec_args(model, workspace_mb, layers_option=None, new_syntax=False):
     layers_option: the comma list of '<layer>:fp32' specs (8.4+ only).
     """
     name = model["name"]
-    args = ["--onnx=%s.onnx" % name, "--saveEngine=%s.engine" % name, "--fp16"]
+    args = ["--onnx=%s" % os.path.basename(engine_onnx(model)), "--saveEngine=%s.engine" % name, "--fp16"]
     args.append("--memPoolSize=workspace:%d" % workspace_mb if new_syntax else "--workspace=%d" % workspace_mb)
     if model["dynamic"]:
         chw = "x".join(str(int(v)) for v in model["shape"])
@@ -196,14 +207,16 @@ def _model_block(model, workspace_mb):
                                               else shlex.quote(a) for a in new))
     lines.append("else")
     shape = " ".join(str(int(v)) for v in model["shape"]) if model["dynamic"] else ""
-    lines.append("    build_with_python %s %s %d %s %s" % (shlex.quote(name + ".onnx"), shlex.quote(name + ".engine"),
+    lines.append("    build_with_python %s %s %d %s %s" % (shlex.quote(os.path.basename(engine_onnx(model))),
+                                                          shlex.quote(name + ".engine"),
                                                           workspace_mb, shlex.quote(layers), shape))
     lines.append("fi")
     return [line.rstrip() for line in lines]
 
 
 def build_script(models, workspace_mb):
-    """build_engines.sh for [model dicts: name, input, input_shape, outputs, dynamic, shape, fp32_layers]."""
+    """build_engines.sh for [model dicts: name, input, input_shape, outputs, dynamic, shape, fp32_layers,
+    nms_onnx (optional)]."""
     text = _SCRIPT_HEAD % {"workspace": workspace_mb}
     if any(model["fp32_layers"] for model in models):
         text += _BUILDER_HEAD + inspect.getsource(build_engine) + _BUILDER_TAIL

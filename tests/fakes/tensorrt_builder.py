@@ -7,6 +7,8 @@ makes one layer per node, named after it, with a float or int output as the grap
 real TensorRT would reject, or silently ignore in a way that loses the intent, raise ProtocolError:
 an implicit-batch network, the workspace set the other API version's way, a layer precision
 without its output types or without a precision-constraints flag, an int output forced to float.
+A plugin op (EfficientNMS_TRT, version 1) parses only after ``init_libnvinfer_plugins``, as with
+the real parser, which otherwise reports that it has no importer for the op (parse() is False).
 """
 import types
 
@@ -77,7 +79,13 @@ class _Network(object):
         return self.inputs[index]
 
 
+# Plugins TensorRT 8.2 to 10 register with init_libnvinfer_plugins, by ONNX op: the versions they answer.
+PLUGINS = {"EfficientNMS_TRT": ("1",)}
+
+
 class _Parser(object):
+    registry = None    # the module's registered plugins, set by install_builder
+
     def __init__(self, network, logger):
         self.network = network
         self.errors = []
@@ -97,12 +105,26 @@ class _Parser(object):
         types_ = {v.name: v.type.tensor_type.elem_type for v in list(model.graph.value_info) + list(model.graph.output)}
         float_types = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
         for node in model.graph.node:
+            if not onnx.defs.has(node.op_type, node.domain) and not self._plugin(node):
+                return False
             outputs = [_Tensor(o, "FLOAT" if types_.get(o, onnx.TensorProto.FLOAT) in float_types else "INT32")
                        for o in node.output]
             self.network.layers.append(_Layer(node.name, outputs))
         graph_input = model.graph.input[0]
         dims = tuple(d.dim_value or -1 for d in graph_input.type.tensor_type.shape.dim)
         self.network.inputs.append(_Tensor(graph_input.name, "FLOAT", dims))
+        return True
+
+    def _plugin(self, node):
+        """Whether a node TensorRT has no built-in importer for is a registered plugin (else an error is kept)."""
+        import onnx
+
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        version = attrs.get("plugin_version", b"1").decode()
+        if node.op_type not in self.registry or version not in PLUGINS.get(node.op_type, ()):
+            self.errors.append("No importer registered for op: %s (plugin version %s); plugins registered: %s"
+                               % (node.op_type, version, sorted(self.registry)))
+            return False
         return True
 
     @property
@@ -199,7 +221,9 @@ def install_builder(gpu):
     """Add the builder API to FakeGpu `gpu`'s tensorrt module (api '8.2' or '10'); returns the module."""
     trt = gpu.tensorrt
     trt.Builder = _bound(_Builder, gpu)
-    trt.OnnxParser = _Parser
+    registry = set()
+    trt.OnnxParser = type("_Parser", (_Parser,), {"registry": registry})
+    trt.init_libnvinfer_plugins = lambda logger, namespace: registry.update(PLUGINS) or True
     trt.BuilderFlag = BuilderFlag if gpu.api == "8.2" else types.SimpleNamespace(
         **{k: v for k, v in vars(BuilderFlag).items() if not k.startswith("_") and k != "STRICT_TYPES"})
     trt.NetworkDefinitionCreationFlag = NetworkDefinitionCreationFlag
