@@ -111,6 +111,47 @@ def test_cli_exports_and_prints_the_parity(ensemble, tmp_path, capsys):
     assert "build_engines.sh on the device" in lines[-1]
 
 
+@pytest.mark.slow
+def test_efficient_nms_twin_is_written_recorded_and_built_from(ensemble, tmp_path, monkeypatch):
+    import onnx
+
+    from edge.bundle import DEFAULT_NMS_IOU, sha256_of
+    from edge.decode import EFFICIENT_NMS_OUTPUTS
+    from tests.fakes.gpu import FakeGpu
+    from tests.fakes.tensorrt_builder import install_builder
+    from trainer.efficient_nms import plugin_attributes
+
+    trt = install_builder(FakeGpu(api="8.2").install(monkeypatch))
+    ensemble_dir, data = ensemble
+    out = str(tmp_path / "out")
+    result = stage.run_export(_config("export.efficient_nms=true", "calibration.decode_thr=0.05"), ensemble_dir,
+                              data, out, progress=False)
+    (entry,) = result.variants
+    tail = entry["efficient_nms"]
+    twin = os.path.join(out, "balanced.nms.onnx")
+    assert entry["onnx"] == "balanced.onnx" and os.path.isfile(os.path.join(out, "balanced.onnx"))
+    assert (tail["onnx"], tail["sha256"], tail["outputs"]) == ("balanced.nms.onnx", sha256_of(twin),
+                                                               list(EFFICIENT_NMS_OUTPUTS))
+    assert (tail["decode_thr"], tail["iou_thr"], tail["max_output_boxes"]) == (0.05, DEFAULT_NMS_IOU, 300)
+    (plugin,) = [n for n in onnx.load(twin).graph.node if n.op_type == "EfficientNMS_TRT"]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in plugin.attribute}
+    assert attrs == dict(plugin_attributes(0.05, DEFAULT_NMS_IOU, 300), plugin_version=b"1")
+    assert _read(result.path)["variants"] == result.variants
+    (engine,) = result.engines
+    assert (engine["onnx"], engine["engine"], engine["tensorrt"]) == ("balanced.nms.onnx", "balanced.engine",
+                                                                      trt.__version__)
+    network = trt.Builder.gpu.log[-1][1]
+    assert "/efficient_nms/EfficientNMS_TRT" in [layer.name for layer in network.layers]
+    script = open(result.script).read()
+    assert "--onnx=balanced.nms.onnx --saveEngine=balanced.engine" in script and "outputs num_dets, " in script
+
+    # Turned off again (parity resumes): the twin goes and the engine comes from the plain file.
+    plain = stage.run_export(_config(), ensemble_dir, data, out, progress=False)
+    assert plain.variants[0]["efficient_nms"] is None and not os.path.exists(twin)
+    assert plain.engines[0]["onnx"] == "balanced.onnx"
+    assert "--onnx=balanced.onnx --saveEngine=balanced.engine" in open(plain.script).read()
+
+
 def test_cli_refuses_a_folder_without_ensemble_json(tmp_path, capsys):
     from trainer.cli import COMMANDS, main
 

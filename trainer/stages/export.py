@@ -10,13 +10,21 @@ one more module per further try) and checked again, up to export.max_tries; each
 parity.json and a variant still failing is refused, naming the figure, its value and its limit.
 The FP32 layers of the passing try go to the engine build as precision constraints.
 
+With export.efficient_nms, each checked ONNX also gets a twin with an EfficientNMS_TRT tail
+(trainer.efficient_nms) at the device's decode threshold (calibration.decode_thr), NMS IoU
+(edge.bundle.DEFAULT_NMS_IOU) and at most 300 boxes; the engines are built from that twin, while
+ONNX Runtime, the parity check and a CPU bundle keep the plain file. The plugin only runs under
+TensorRT: here the tail is checked up to the plugin boundary (tests/test_efficient_nms.py).
+
 Output under out_dir:
 
     <variant>.onnx              the model that ships (FP32 ONNX; FP16 is the engine's precision)
+    <variant>.nms.onnx          with export.efficient_nms: the same with the EfficientNMS_TRT tail
     work/<variant>/             FP16 twins and the pipelines' scratch files
     parity.json                 {variant: {"source_sha256", "settings", "passed", "tries": [...]}}
     export.json                 variants (name, onnx, sha256, threshold, imgsz, batch, dynamic, fp32_layers,
-                                parity), opset, tensorrt (version or null), engines (list or null)
+                                parity, efficient_nms (null or its file, sha256, thresholds, outputs)),
+                                opset, tensorrt (version or null), engines (list or null)
     build_engines.sh            trtexec per model for the device (+ <variant>.fp32_layers.txt)
     training_config.yaml        the resolved config
 
@@ -59,10 +67,12 @@ def run_export(config, ensemble_dir, data, out_dir, resume=True, progress=True):
     items = _parity_items(data, config.export.parity_images)
     names = data_names(data_cfg)
     categories = categories_for(data_cfg, len(names))
+    tail = nms_settings(config) if config.export.efficient_nms else None
     entries, models = [], []
     for variant in variants:
         entry, model = export_variant(config.export, variant, out_dir, items, names, categories, records,
                                       parity_path, progress)
+        entry["efficient_nms"] = write_nms_twin(tail, model, len(names))
         entries.append(entry)
         models.append(model)
     script = write_script(models, out_dir, config.export.workspace_mb)
@@ -112,6 +122,35 @@ def export_variant(export, variant, out_dir, items, names, categories, records, 
     model = {"name": name, "onnx": onnx_path, "fp32_layers": final["fp32_layers"], "dynamic": export.dynamic,
              "shape": (3, imgsz, imgsz), "input": input_name, "input_shape": input_shape, "outputs": outputs}
     return entry, model
+
+
+def nms_settings(config):
+    """The EfficientNMS_TRT tail's thresholds: those the device decodes a plain head at."""
+    from edge.bundle import DEFAULT_NMS_IOU
+    from trainer.efficient_nms import MAX_OUTPUT_BOXES
+
+    return {"decode_thr": config.calibration.decode_thr, "iou_thr": DEFAULT_NMS_IOU,
+            "max_output_boxes": MAX_OUTPUT_BOXES}
+
+
+def write_nms_twin(tail, model, num_classes):
+    """<variant>.nms.onnx beside the model's ONNX when `tail` (nms_settings) is set, pointed at by the engine
+    model dict (whose outputs become the plugin's); its export.json record, or None (a stale twin is removed)."""
+    from edge.bundle import sha256_of
+    from trainer.efficient_nms import nms_onnx_path, write_efficient_nms
+    from trainer.export import onnx_io
+
+    path = nms_onnx_path(model["onnx"])
+    if tail is None:
+        if os.path.exists(path):
+            logger.info("export.efficient_nms is off: removing %s from an earlier export", path)
+            os.remove(path)
+        return None
+    write_efficient_nms(model["onnx"], path, tail["decode_thr"], tail["iou_thr"], tail["max_output_boxes"],
+                        num_classes=num_classes)
+    model["nms_onnx"] = path
+    model["outputs"] = onnx_io(path)[2]
+    return dict(tail, onnx=os.path.basename(path), sha256=sha256_of(path), outputs=model["outputs"])
 
 
 def settle_parity(export, name, model, onnx_path, threshold, imgsz, items, names, categories, work, record, save,
@@ -271,6 +310,11 @@ def run_command(config, args):
                             entry["name"], entry["onnx"], entry["batch"], ", dynamic" if entry["dynamic"] else "",
                             parity["max_box_deviation_px"], parity["max_score_deviation"], parity["map50_drop"],
                             parity["images"], len(entry["fp32_layers"]))))
+        tail = entry["efficient_nms"]
+        if tail:
+            print(printable("export %s: %s with the EfficientNMS_TRT tail (decode threshold %g, IoU %g, at most %d "
+                            "boxes); engines are built from it" % (entry["name"], tail["onnx"], tail["decode_thr"],
+                                                                    tail["iou_thr"], tail["max_output_boxes"])))
     print(printable("export: %s; engines: %s" % (result.path, "built with TensorRT %s" % result.engines[0]["tensorrt"]
                                                  if result.engines else "run %s on the device" % result.script)))
     return result
