@@ -66,16 +66,20 @@ def ultralytics_val(weights, data_yaml, split, imgsz):
     return float(metrics.box.map50)
 
 
-def plot_pr(results, path):
+PR_PANELS = (("pooled", "all classes"), ("critical", "critical species"))
+
+
+def plot_pr(results, path, panels=PR_PANELS):
+    """One precision-recall panel per (key, title): a line per profile from results[profile][key] (a curve)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    for ax, key, title in ((axes[0], "pooled", "all classes"), (axes[1], "critical", "critical species")):
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
         for profile, r in results.items():
-            curve = r[key]
+            curve = r.get(key)
             if curve is not None and len(curve.recall):
                 ax.plot(curve.recall, curve.precision, label="%s (AP50 %.3f)" % (profile, curve.ap50))
         ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Precision-recall, " + title)
