@@ -63,6 +63,13 @@ def _attrs(tailed):
     return {a.name: onnx.helper.get_attribute_value(a) for a in plugin.attribute}
 
 
+def _assert_same(device, cpu):
+    assert len(device) == len(cpu)
+    for d, c in zip(device, cpu):
+        assert np.array_equal(d.xyxy, c.xyxy) and np.array_equal(d.score, c.score)
+        assert np.array_equal(d.class_id, c.class_id)
+
+
 def _device(tailed, feed, num_classes, conf_thr):
     """What the device would report: the plugin's semantics at the node's own attributes, then edge's decoder."""
     attrs = _attrs(tailed)
@@ -151,7 +158,7 @@ def test_plugin_node_is_what_tensorrt_82_expects(detectors, kind, batch_dim, tmp
     tailed = onnx.load(out)
     (plugin,) = [n for n in tailed.graph.node if n.op_type == "EfficientNMS_TRT"]
     assert plugin.domain == ""
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in plugin.attribute}
+    attrs = _attrs(tailed)
     # The plugin keeps score >= and drops IoU >= its thresholds; edge keeps score > float32(thr) and drops
     # IoU > thr: the next float32 up makes them the same test.
     f32 = np.float32
@@ -211,9 +218,7 @@ def test_plugin_semantics_decoded_agree_with_the_cpu_decode(batch, anchors, spre
     cpu = decode_head(head, NC, conf_thr=score_thr, iou_thr=iou_thr, max_det=k,
                       max_candidates=tail.PLUGIN_CANDIDATES, multi_label=True)
     assert len(device) == len(cpu) == batch
-    for d, c in zip(device, cpu):
-        assert np.array_equal(d.xyxy, c.xyxy) and np.array_equal(d.score, c.score)
-        assert np.array_equal(d.class_id, c.class_id)
+    _assert_same(device, cpu)
     counts = outputs[0][:, 0]
     assert not outputs[2][0, counts[0]:].any() and not outputs[1][0, counts[0]:].any()   # zero past num_dets
     # Each case does what the table says it does.
@@ -235,7 +240,7 @@ def test_ties_at_the_thresholds_decode_alike():
     tailed = tail.append_efficient_nms(_identity_head(1, 1, 3), 0.25, 0.5)
     _, (device,) = _device(tailed, head, 1, 0.25)
     (cpu,) = decode_head(head, 1, conf_thr=0.25, iou_thr=0.5, multi_label=True)
-    assert np.array_equal(device.xyxy, cpu.xyxy) and np.array_equal(device.score, cpu.score)
+    _assert_same([device], [cpu])
     assert device.score.tolist() == [np.float32(0.9), np.float32(0.8)]
 
 
@@ -252,9 +257,7 @@ def test_plugin_semantics_on_a_real_heads_output_agree_with_the_cpu_decode(detec
     cpu = decode_head(head, NC, conf_thr=0.01, iou_thr=0.5, max_det=300, max_candidates=tail.PLUGIN_CANDIDATES,
                       multi_label=True)
     assert sum(len(d.score) for d in device) > 0
-    for d, c in zip(device, cpu):
-        assert np.array_equal(d.xyxy, c.xyxy) and np.array_equal(d.score, c.score)
-        assert np.array_equal(d.class_id, c.class_id)
+    _assert_same(device, cpu)
 
 
 def _two_outputs():

@@ -115,6 +115,8 @@ def append_efficient_nms(model, score_threshold, iou_threshold, max_output_boxes
     import onnx
     import onnx_graphsurgeon as gs
 
+    from edge.decode import EFFICIENT_NMS_OUTPUTS as names
+
     batch, nc, anchors = head_layout(model, where, num_classes)
     attrs = plugin_attributes(score_threshold, iou_threshold, max_output_boxes)
     graph = gs.import_onnx(model)
@@ -125,7 +127,6 @@ def append_efficient_nms(model, score_threshold, iou_threshold, max_output_boxes
     boxes = _slice(graph, transposed, 0, 4, "boxes", opset)
     scores = _slice(graph, transposed, 4, 4 + nc, "scores", opset)
     k = attrs["max_output_boxes"]
-    names = _output_names()
     outputs = [gs.Variable(names[0], dtype=np.int32, shape=(batch, 1)),
                gs.Variable(names[1], dtype=np.float32, shape=(batch, k, 4)),
                gs.Variable(names[2], dtype=np.float32, shape=(batch, k)),
@@ -158,12 +159,6 @@ def _slice(graph, tensor, start, end, name, opset):
         graph.nodes.append(gs.Node("Slice", _PREFIX + "Slice_" + name, {"starts": [start], "ends": [end], "axes": [2]},
                                    [tensor], [out]))
     return out
-
-
-def _output_names():
-    from edge.decode import EFFICIENT_NMS_OUTPUTS
-
-    return EFFICIENT_NMS_OUTPUTS
 
 
 def plugin_inputs_model(model):
