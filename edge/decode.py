@@ -17,7 +17,7 @@ EFFICIENT_NMS_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
 
 
 def decode_head(output, num_classes, conf_thr=0.25, iou_thr=0.7, max_det=300, max_candidates=30000,
-                class_scores=False, multi_label=False):
+                class_scores=False, multi_label=False, concatenated=False):
     """Decode a raw (B, 4+nc, A) head output with class-aware NMS, as ultralytics does.
 
     Per image: anchors whose best class score is above conf_thr, the
@@ -29,6 +29,9 @@ def decode_head(output, num_classes, conf_thr=0.25, iou_thr=0.7, max_det=300, ma
     scenes: 0.358 best-class only, 0.402 multi-label). With class_scores=True
     each box keeps its anchor's full score vector in extras["class_scores"]
     (active learning's margin and entropy need more than the winning score).
+    With concatenated=True (no class scores) the images' boxes come one image after the other,
+    as (xyxy, score, class_id, counts), without a Detections per image: what edge.tta.views_to_frame
+    takes, the same values.
     """
     output = np.asarray(output)
     if output.ndim != 3 or output.shape[1] != 4 + num_classes:
@@ -36,15 +39,30 @@ def decode_head(output, num_classes, conf_thr=0.25, iou_thr=0.7, max_det=300, ma
             "model output has shape %s; expected (batch, 4 + %d classes, anchors). "
             "Is the model exported for %d classes, without an NMS tail?"
             % (output.shape, num_classes, num_classes))
+    if concatenated and class_scores:
+        raise DecodeError("class score vectors travel in each image's Detections; concatenated=True has none")
     if output.dtype != np.float32:
         output = output.astype(np.float32)
     kernels = native.active()
     if kernels is not None:
+        if concatenated:
+            xyxy, score, class_id, _, counts = _native_boxes(kernels, output, conf_thr, iou_thr, max_det,
+                                                             max_candidates, multi_label)
+            return xyxy, score, class_id.astype(np.int32), counts.tolist()
         return _decode_native(kernels, output, conf_thr, iou_thr, max_det, max_candidates, class_scores, multi_label)
     best = output[:, 4:].max(axis=1)
     decode = _decode_multi_label if multi_label else _decode_one
-    return [decode(image, best_score, conf_thr, iou_thr, max_det, max_candidates, class_scores)
-            for image, best_score in zip(output, best)]
+    per_image = [decode(image, best_score, conf_thr, iou_thr, max_det, max_candidates, class_scores)
+                 for image, best_score in zip(output, best)]
+    return concatenate(per_image) if concatenated else per_image
+
+
+def concatenate(per_image):
+    """Per-image Detections -> (xyxy, score, class_id, counts), one image after the other."""
+    if not per_image:
+        per_image = [Detections.empty()]
+    return (np.concatenate([d.xyxy for d in per_image]), np.concatenate([d.score for d in per_image]),
+            np.concatenate([d.class_id for d in per_image]), [len(d) for d in per_image])
 
 
 def _decode_one(image, best_score, conf_thr, iou_thr, max_det, max_candidates, keep_class_scores):
@@ -80,10 +98,8 @@ def _decode_multi_label(image, best_score, conf_thr, iou_thr, max_det, max_candi
 def _decode_native(kernels, output, conf_thr, iou_thr, max_det, max_candidates, keep_class_scores, multi_label):
     """Every image of the batch (the views of one frame) in one native call: the same candidates, order,
     cap and per-image NMS as the numpy path, bit for bit (tests/test_decode.py)."""
-    output = np.ascontiguousarray(output)
-    xyxy, score, class_id, anchor, counts = kernels.decode_head(
-        output, conf_thr, _compares_in_f32(conf_thr), multi_label, max_candidates, iou_thr,
-        output.shape[1] * output.shape[2] if max_det is None else max(int(max_det), 0), CLASS_OFFSET_PX)
+    xyxy, score, class_id, anchor, counts = _native_boxes(kernels, output, conf_thr, iou_thr, max_det, max_candidates,
+                                                          multi_label)
     results, start = [], 0
     for b, count in enumerate(counts.tolist()):
         end = start + count
@@ -91,6 +107,14 @@ def _decode_native(kernels, output, conf_thr, iou_thr, max_det, max_candidates, 
         results.append(Detections(xyxy[start:end], score[start:end], class_id[start:end], extras))
         start = end
     return results
+
+
+def _native_boxes(kernels, output, conf_thr, iou_thr, max_det, max_candidates, multi_label):
+    """kernels.decode_head of a float32 head: (xyxy, score, class_id, anchor, counts)."""
+    output = np.ascontiguousarray(output)
+    return kernels.decode_head(
+        output, conf_thr, _compares_in_f32(conf_thr), multi_label, max_candidates, iou_thr,
+        output.shape[1] * output.shape[2] if max_det is None else max(int(max_det), 0), CLASS_OFFSET_PX)
 
 
 def _compares_in_f32(conf_thr):
@@ -121,17 +145,22 @@ def decode_efficient_nms(num_dets, det_boxes, det_scores, det_classes, num_class
 
 
 def decode_outputs(outputs, num_classes, conf_thr=0.25, iou_thr=0.7, max_det=300, class_scores=False,
-                   multi_label=False):
-    """Decode a backend's named outputs, whichever of the two layouts they are in."""
+                   multi_label=False, concatenated=False):
+    """Decode a backend's named outputs, whichever of the two layouts they are in.
+
+    A list of Detections per image, or with concatenated=True (see decode_head) their boxes in one
+    (xyxy, score, class_id, counts).
+    """
     if all(name in outputs for name in EFFICIENT_NMS_OUTPUTS):
         if class_scores:
             raise DecodeError("an EfficientNMS_TRT engine keeps only the winning score; class score vectors "
                               "need the plain detect-head export")
-        return decode_efficient_nms(*(outputs[n] for n in EFFICIENT_NMS_OUTPUTS),
-                                    num_classes=num_classes, conf_thr=conf_thr)
+        per_image = decode_efficient_nms(*(outputs[n] for n in EFFICIENT_NMS_OUTPUTS),
+                                         num_classes=num_classes, conf_thr=conf_thr)
+        return concatenate(per_image) if concatenated else per_image
     if len(outputs) != 1:
         raise DecodeError("model has outputs %s; expected one detect-head tensor or the EfficientNMS_TRT "
                           "outputs %s" % (sorted(outputs), list(EFFICIENT_NMS_OUTPUTS)))
     (output,) = outputs.values()
     return decode_head(output, num_classes, conf_thr=conf_thr, iou_thr=iou_thr, max_det=max_det,
-                       class_scores=class_scores, multi_label=multi_label)
+                       class_scores=class_scores, multi_label=multi_label, concatenated=concatenated)

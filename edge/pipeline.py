@@ -30,7 +30,8 @@ from edge.fusion import fuse_concatenated, fuse_detections
 # The one native fusion call and fuse_concatenated's own steps around it (see _fuse_views).
 from edge.fusion import _F32_DIVISOR, _WEAK_SCALARS, _frame_scale, _split_native
 from edge.native import wbf as native_wbf
-from edge.tta import check_frame, detections_to_frame, prepare_views, view_plan, views_to_frame
+from edge.tta import (check_frame, concatenated_to_frame, detections_to_frame, prepare_views, view_plan,
+                      views_to_frame)
 
 FrameTiming = collections.namedtuple("FrameTiming", "total_s inference_s calls views")
 
@@ -211,15 +212,20 @@ class Pipeline(object):
             views[(in_w, in_h)] = prepare_views(frame, plan, in_w, in_h)
         batch, transforms = views[(in_w, in_h)]
         outputs = self._run(self.backends[spec.name], batch)
+        # Several views' boxes go back to the frame and into fusion as one array (fusion drops extras).
+        concatenated = len(transforms) > 1 and not class_scores
         try:
-            per_view = decode_outputs(outputs, self.bundle.num_classes, conf_thr=spec.decode_thr,
-                                      iou_thr=spec.iou_thr, class_scores=class_scores, multi_label=spec.multi_label)
+            decoded = decode_outputs(outputs, self.bundle.num_classes, conf_thr=spec.decode_thr, iou_thr=spec.iou_thr,
+                                     class_scores=class_scores, multi_label=spec.multi_label,
+                                     concatenated=concatenated)
         except DecodeError as e:
             raise DecodeError("model %r (%s): %s" % (spec.name, spec.path, e)) from e
-        if len(per_view) == 1:
-            return detections_to_frame(per_view[0], transforms[0])
-        # The views' boxes go back to the frame and into fusion as one array (fusion drops extras).
-        return _fuse_views(views_to_frame(per_view, transforms), (transforms[0].frame_w, transforms[0].frame_h),
+        if concatenated:
+            return _fuse_views(concatenated_to_frame(*decoded, transforms=transforms),
+                               (transforms[0].frame_w, transforms[0].frame_h), self.bundle.fusion)
+        if len(decoded) == 1:
+            return detections_to_frame(decoded[0], transforms[0])
+        return _fuse_views(views_to_frame(decoded, transforms), (transforms[0].frame_w, transforms[0].frame_h),
                            self.bundle.fusion)
 
     def _run(self, backend, batch):

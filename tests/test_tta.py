@@ -140,6 +140,17 @@ def test_native_view_batch_equals_numpy_batch(frame_hw, in_wh, plan, monkeypatch
     np.testing.assert_array_equal(got, expected)
 
 
+def random_views(rng, n_views, per_view_boxes, empty, min_side=1):
+    """Each view's Detections in input pixels, some past the input's edges; view `empty` has none."""
+    per_view = []
+    for i in range(n_views):
+        n = 0 if i == empty else per_view_boxes
+        xy = rng.uniform(-20, 330, (n, 2)).astype(np.float32)
+        per_view.append(Detections(np.concatenate([xy, xy + rng.uniform(min_side, 120, (n, 2))], axis=1),
+                                   rng.uniform(0.001, 1, n), rng.randint(0, 4, n)))
+    return per_view
+
+
 @pytest.mark.parametrize("per_view_boxes", [0, 1, 40])
 def test_views_to_frame_then_fusion_equals_view_by_view(per_view_boxes):
     """The pipeline's one-array inversion and fusion of a frame's views against detections_to_frame
@@ -149,12 +160,7 @@ def test_views_to_frame_then_fusion_equals_view_by_view(per_view_boxes):
 
     rng = np.random.RandomState(per_view_boxes)
     transforms = [view_transform(1024, 768, v, 320, 320) for v in view_plan("full")]
-    per_view = []
-    for i, _ in enumerate(transforms):
-        n = 0 if i == 3 else per_view_boxes
-        xy = rng.uniform(-20, 330, (n, 2)).astype(np.float32)
-        per_view.append(Detections(np.concatenate([xy, xy + rng.uniform(1, 120, (n, 2))], axis=1),
-                                   rng.uniform(0.001, 1, n), rng.randint(0, 4, n)))
+    per_view = random_views(rng, len(transforms), per_view_boxes, empty=3)
     expected = [detections_to_frame(d, t) for d, t in zip(per_view, transforms)]
     xyxy, score, class_id, counts = views_to_frame(per_view, transforms)
     assert counts == [len(d) for d in per_view]
