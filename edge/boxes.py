@@ -258,6 +258,7 @@ def _settle(n, src, dst):
 
 def clip_boxes(xyxy, width, height):
     out = np.array(xyxy, dtype=np.float32, copy=True).reshape(-1, 4)
-    out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, width)
-    out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, height)
+    # In place on strided views: the same values as clipping picked columns, without two copies each.
+    np.clip(out[:, 0::2], 0, width, out=out[:, 0::2])
+    np.clip(out[:, 1::2], 0, height, out=out[:, 1::2])
     return out

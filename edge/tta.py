@@ -172,38 +172,24 @@ def views_to_frame(per_view, transforms):
                                  np.concatenate([d.class_id for d in per_view]), [len(d) for d in per_view], transforms)
 
 
-# Each inverse turn and the flip as out[:, j] = offset_j - in[:, column_j] (negated) or in[:, column_j]:
-# _rotate_boxes_ccw's and _hflip_boxes' expressions, value for value. Offsets: 0 none, 1 width, 2 height.
-_TURN_MAPS = {0: ((0, 1, 2, 3), (0, 0, 0, 0)), 1: ((1, 2, 3, 0), (0, 1, 0, 1)),
-              2: ((2, 3, 0, 1), (1, 2, 1, 2)), 3: ((3, 0, 1, 2), (2, 0, 2, 0))}
-_FLIP_MAP = ((2, 1, 0, 3), (1, 0, 1, 0))
-
-
 def concatenated_to_frame(xyxy, score, class_id, counts, transforms):
     """views_to_frame of the views' boxes given one view after the other (edge.decode's concatenated=True)."""
-    rows = np.repeat(np.arange(len(transforms)), counts)
-    table = np.array([[t.geometry.left, t.geometry.top, t.geometry.gain_x, t.geometry.gain_y] for t in transforms],
-                     dtype=np.float64).reshape(-1, 4)
-    geometry = table[rows]
-    out = (np.asarray(xyxy, dtype=np.float64) - geometry[:, [0, 1, 0, 1]]) / geometry[:, [2, 3, 2, 3]]
-    turns = [_TURN_MAPS[(4 - t.view.rot90) % 4] + (t.frame_h, t.frame_w) if t.view.rot90 % 2
-             else _TURN_MAPS[(4 - t.view.rot90) % 4] + (t.frame_w, t.frame_h) for t in transforms]
-    if any(t.view.rot90 for t in transforms):
-        out = _mapped(out, rows, turns)
-    if any(t.view.hflip for t in transforms):
-        out = _mapped(out, rows, [_FLIP_MAP + (t.frame_w, 0) if t.view.hflip else _TURN_MAPS[0] + (0, 0)
-                                  for t in transforms])
+    # One row per box, repeated per view: cheaper than picking columns of one geometry array.
+    offset = np.repeat(np.array([[t.geometry.left, t.geometry.top] * 2 for t in transforms], dtype=np.float64),
+                       counts, axis=0).reshape(-1, 4)
+    gain = np.repeat(np.array([[t.geometry.gain_x, t.geometry.gain_y] * 2 for t in transforms], dtype=np.float64),
+                     counts, axis=0).reshape(-1, 4)
+    out = (np.asarray(xyxy, dtype=np.float64) - offset) / gain
+    start = 0
+    for t, count in zip(transforms, counts):
+        k, end = t.view.rot90, start + count
+        if k:
+            rotated_w, rotated_h = (t.frame_h, t.frame_w) if k % 2 else (t.frame_w, t.frame_h)
+            out[start:end] = _rotate_boxes_ccw(out[start:end], (4 - k) % 4, rotated_w, rotated_h)
+        if t.view.hflip:
+            out[start:end] = _hflip_boxes(out[start:end], t.frame_w)
+        start = end
     return clip_boxes(out, transforms[0].frame_w, transforms[0].frame_h), score, class_id, list(counts)
-
-
-def _mapped(out, rows, maps):
-    """Each row of `out` through its view's map (columns, offsets, width, height): in[:, column] where the
-    offset is 0, else the width or height minus it."""
-    columns = np.array([m[0] for m in maps], dtype=np.intp)[rows]
-    offsets = np.array([[(0.0, m[2], m[3])[o] for o in m[1]] for m in maps], dtype=np.float64)[rows]
-    negated = np.array([[o != 0 for o in m[1]] for m in maps], dtype=bool)[rows]
-    picked = np.take_along_axis(out, columns, axis=1)
-    return np.where(negated, offsets - picked, picked)
 
 
 def check_frame(frame, name="frame"):

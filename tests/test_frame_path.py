@@ -104,3 +104,19 @@ def test_pipeline_views_equal_the_per_view_path(plan, monkeypatch):
     assert len(got) > 0
     for name in ("xyxy", "score", "class_id"):
         np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
+
+
+@pytest.mark.parametrize("width, height", [(1024, 768), (91.5, 37.0)])
+def test_clip_boxes_equals_clipping_picked_columns(width, height):
+    """clip_boxes clips strided views in place: the values of np.clip on the picked x and y columns,
+    -0.0, NaN and infinities included."""
+    from edge.boxes import clip_boxes
+
+    xyxy = np.random.default_rng(2).uniform(-50, 1100, (200, 4)).astype(np.float32)
+    xyxy[:10], xyxy[10:20], xyxy[20:25], xyxy[25:30] = -0.0, np.nan, np.inf, -np.inf
+    expected = xyxy.copy()
+    expected[:, [0, 2]] = np.clip(expected[:, [0, 2]], 0, width)
+    expected[:, [1, 3]] = np.clip(expected[:, [1, 3]], 0, height)
+    got = clip_boxes(xyxy.astype(np.float64), width, height)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
