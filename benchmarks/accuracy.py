@@ -84,7 +84,8 @@ def plot_pr(results, path, panels=PR_PANELS):
                 ax.plot(curve.recall, curve.precision, label="%s (AP50 %.3f)" % (profile, curve.ap50))
         ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Precision-recall, " + title)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # a category without boxes has no curve to name
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -127,8 +127,8 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def run_repeats(args):
+    """(raw frames/s per repeat, daemon frames/s per repeat, raw seconds per frame, the last daemon summary)."""
     images = load_images(args.images)
     raw_fps, daemon_fps, raw_frame_s, summary = [], [], [], None
     root = tempfile.mkdtemp(prefix="reefwatch-bench-daemon-")
@@ -144,6 +144,12 @@ def main(argv=None):
             daemon_fps.append(args.frames / elapsed_s)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    return raw_fps, daemon_fps, raw_frame_s, summary
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    raw_fps, daemon_fps, raw_frame_s, summary = run_repeats(args)
     raw, daemon = statistics.median(raw_fps), statistics.median(daemon_fps)
     ratio = daemon / raw
     print("bundle %s, profile %s, %d frames x %d repeats, %s" % (args.bundle, args.profile, args.frames,

@@ -2,14 +2,17 @@
 
     python -m benchmarks run --bundle DIR --data data.yaml --out DIR [--split val]
         [--profiles single,ensemble,ensemble_flip,ensemble_full,cascade] [--limit N] [--frames N]
-        [--meter auto] [--deployment FIELD=VALUE,...] [--compare ultralytics --weights VARIANT=PATH.pt ...]
+        [--meter auto] [--deployment FIELD=VALUE,...] [--daemon-frames N [--daemon-profile P]]
+        [--compare ultralytics --weights VARIANT=PATH.pt ...]
 
 Per profile: accuracy on the split's labelled images (mAP50 by edge.metrics and by
 faster-coco-eval, mAP50-95, recall per category and for critical species at the profile's
 operating thresholds, D-ECE), latency p50 / p95 and frames per second over --frames frames,
 energy per frame gross and net of idle with the meter's name and whether it is measured or
-estimated, and Wh/day for the bundle's deployment profile against its budget (the parts are
-benchmarks.suite_measure's, which call the code `trainer bundle` and the single benchmarks use).
+estimated, Wh/day for the bundle's deployment profile against its budget, and the time outside
+the backend calls against benchmarks.pipeline's targets; with --daemon-frames N also the whole
+daemon loop against the bare pipeline (benchmarks.daemon). The parts are benchmarks.suite_measure's,
+which call the code `trainer bundle` and the single benchmarks use.
 With --compare ultralytics the same images also go through ultralytics' predict on each
 variant's ONNX and .pt and with its augment=True TTA (benchmarks.compare_ultralytics).
 
@@ -19,7 +22,6 @@ so an interrupted run leaves nothing half-written.
 """
 import argparse
 import datetime
-import logging
 import os
 import shlex
 import shutil
@@ -34,7 +36,6 @@ from edge.power.auto import meter_names
 from edge.profiles import PROFILES, check_profile, single_model
 from trainer.errors import ConfigError, TrainerError
 
-logger = logging.getLogger(__name__)
 COMPARISONS = ("ultralytics",)
 VERSIONED = ("numpy", "onnxruntime", "faster-coco-eval", "ultralytics", "torch")
 RESULTS, REPORT = "results.json", "report.md"
@@ -62,6 +63,11 @@ def build_parser():
                         help="also run the reference detector on the same images")
     parser.add_argument("--weights", action="append", default=[], metavar="VARIANT=PATH.pt",
                         help="the .pt of a bundle variant for --compare (repeat per variant)")
+    parser.add_argument("--daemon-frames", type=int, default=0, metavar="N",
+                        help="also run N frames through the whole daemon loop against the bare pipeline (0: skip)")
+    parser.add_argument("--daemon-profile", default=None, choices=PROFILES,
+                        help="profile of the daemon part (default: the bundle's default profile, else the first "
+                             "of --profiles)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -79,10 +85,10 @@ def check_args(args):
             check_profile(p)
     except EdgeError as e:
         raise ConfigError("--profiles: %s" % e) from e
-    for name in ("limit", "frames"):
+    for name, least in (("limit", 1), ("frames", 1), ("daemon_frames", 0)):
         value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ConfigError("--%s %d: expected at least 1" % (name, value))
+        if value is not None and value < least:
+            raise ConfigError("--%s %d: expected at least %d" % (name.replace("_", "-"), value, least))
     if args.weights and not args.compare:
         raise ConfigError("--weights is for --compare ultralytics; add --compare ultralytics or drop --weights")
     if args.compare and not args.weights:
@@ -99,12 +105,9 @@ def _progress(enabled):
     return lambda items, what: tqdm(items, desc=what, leave=False)
 
 
-def run_suite(args, command):
-    """All figures of the suite as one JSON-ready dict (see the module docstring)."""
+def read_inputs(args):
+    """(profiles, Bundle, [(path, ground truth)], {variant: .pt}) or ConfigError naming the option at fault."""
     from edge.bundle import load_bundle
-    from edge.images import read_image
-    from edge.pipeline import Pipeline
-    from benchmarks import suite_measure
     from trainer.stages.device_eval import load_ground_truth
 
     profiles = check_args(args)
@@ -118,7 +121,16 @@ def run_suite(args, command):
         raise ConfigError("--data %s: %s" % (args.data, e)) from e
     if not items:
         raise ConfigError("--data %s: the %s split has no images" % (args.data, args.split))
-    weights = _weights(args, bundle)
+    return profiles, bundle, items, _weights(args, bundle)
+
+
+def run_suite(args, command):
+    """(all figures of the suite as one JSON-ready dict, curves for the plots); see the module docstring."""
+    from edge.images import read_image
+    from edge.pipeline import Pipeline
+    from benchmarks import suite_measure
+
+    profiles, bundle, items, weights = read_inputs(args)
     deployment = benchmark_deployment(bundle, args.deployment)
     progress = _progress(not args.no_progress)
     with Pipeline.open(bundle, backend=args.backend, decode_thr=args.decode_thr) as pipeline:
@@ -127,10 +139,15 @@ def run_suite(args, command):
         latency = suite_measure.measure_latency(pipeline, frames, profiles, args.frames, progress=progress)
         energy = suite_measure.measure_energy(pipeline, frames, profiles, args.frames, args.meter, deployment,
                                               args.idle_seconds, progress)
+    decode_thr = [m.decode_thr for m in bundle.models] if args.decode_thr is None else args.decode_thr
     results = {"provenance": provenance(command), "bundle": bundle.root, "data": os.path.abspath(args.data),
-               "split": args.split, "images": len(items), "frames": args.frames,
-               "decode_thr": args.decode_thr if args.decode_thr is not None else [m.decode_thr for m in bundle.models],
-               "profiles": profiles, "single_model": single_model(bundle).variant, "accuracy": accuracy, "latency": latency, "energy": energy, "comparison": None}
+               "split": args.split, "images": len(items), "frames": args.frames, "decode_thr": decode_thr,
+               "profiles": profiles, "single_model": single_model(bundle).variant, "accuracy": accuracy,
+               "latency": latency, "energy": energy, "daemon": None, "comparison": None}
+    if args.daemon_frames:
+        profile = args.daemon_profile or bundle.default_profile or profiles[0]
+        results["daemon"] = suite_measure.measure_daemon(args.bundle, [p for p, _ in items], args.daemon_frames,
+                                                         profile, args.meter, args.backend)
     if weights:
         from benchmarks.compare_ultralytics import compare
 
@@ -199,7 +216,6 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     command = "python -m benchmarks run " + " ".join(shlex.quote(a) for a in argv)
     try:
-        check_args(args)
         results, curves = run_suite(args, command)
         write_outputs(args.out, results, curves)
     except (ConfigError, TrainerError, EdgeError) as e:

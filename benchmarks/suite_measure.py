@@ -12,15 +12,20 @@ bundle stage and the single benchmarks report for the same bundle and images:
   runs it (operating thresholds applied), with the backend's share of the frame;
 - energy: trainer.bundle_energy.measure_here (edge.energy_measure's windows on edge.power's
   sampler, Wh/day for the deployment) after one idle window on the same meter, so each
-  profile's energy per frame is given gross and net of idle.
+  profile's energy per frame is given gross and net of idle;
+- pipeline overhead: the time outside the backend calls against benchmarks.pipeline's targets;
+- daemon (optional): benchmarks.daemon's whole-loop frames/s against the bare pipeline.
 """
 import collections
+import os
+import shutil
+import tempfile
 import time
 
 import numpy as np
 
 from edge.metrics import pooled_curve
-from edge.profiles import CASCADE, cascade_settings, run_profile
+from edge.profiles import CASCADE, cascade_settings, profile_spec, run_profile
 
 ECE_BINS = 10
 MATCH_IOU = 0.5
@@ -104,7 +109,40 @@ def measure_latency(pipeline, frames, profiles, count, warmup=2, progress=None):
             # The pipeline's timing covers its last call only: the cascade's second stage, if any.
             inference.append(pipeline.last_timing.inference_s)
         out[profile] = latency_figures(latencies, None if profile == CASCADE else inference)
+        if profile != CASCADE:
+            out[profile].update(other_share_check(out[profile]["inference_share"],
+                                                  len(profile_spec(pipeline.bundle, profile)[0])))
     return out
+
+
+def other_share_check(inference_share, models):
+    """benchmarks.pipeline's target on the time outside the backend calls, where it has one for this many models."""
+    from benchmarks.pipeline import TARGET_SHARE
+
+    target = TARGET_SHARE.get(models)
+    other = 1.0 - inference_share
+    return {"other_share": other, "other_share_target": target,
+            "other_share_ok": None if target is None else bool(other <= target)}
+
+
+def measure_daemon(bundle_path, paths, frames, profile, meter, backend):
+    """benchmarks.daemon's comparison (one repeat): frames/s of the whole daemon loop against the bare pipeline."""
+    from benchmarks import daemon
+
+    root = tempfile.mkdtemp(prefix="reefwatch-suite-daemon-")
+    try:
+        for i, path in enumerate(paths):  # the split's images, whatever folders they live in
+            os.symlink(os.path.abspath(path), os.path.join(root, "%06d%s" % (i, os.path.splitext(path)[1])))
+        args = daemon.build_parser().parse_args([
+            "--bundle", bundle_path, "--images", root, "--frames", str(frames), "--profile", profile, "--repeats", "1",
+            "--meter", meter, "--backend", backend])
+        raw_fps, daemon_fps, _, summary = daemon.run_repeats(args)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    ratio = daemon_fps[0] / raw_fps[0]
+    return {"profile": profile, "frames": frames, "raw_fps": raw_fps[0], "daemon_fps": daemon_fps[0], "ratio": ratio,
+            "target_ratio": daemon.TARGET_RATIO, "ok": bool(ratio >= daemon.TARGET_RATIO),
+            "processed": summary["processed"]}
 
 
 def measure_energy(pipeline, frames, profiles, count, meter, deployment, idle_s, progress=None):

@@ -39,7 +39,7 @@ def ran(tmp_path_factory):
     data = _labelled_set(os.path.join(root, "data"), models[1][1])
     bundle = build_bundle(os.path.join(root, "bundle"), models, read_classes(data), tta="flip", imgsz=IMGSZ)
     out = os.path.join(root, "out")
-    assert suite.main(_argv(bundle.root, data, out)) == 0
+    assert suite.main(_argv(bundle.root, data, out, "--daemon-frames", "2", "--daemon-profile", "single")) == 0
     with open(os.path.join(out, "results.json")) as fh:
         results = json.load(fh)
     return type("Ran", (), {"root": root, "bundle": bundle, "data": data, "out": out, "results": results})
@@ -89,6 +89,19 @@ def test_results_carry_provenance(ran):
     assert p["command"].startswith("python -m benchmarks run --bundle %s" % ran.bundle.root)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     assert p["git_revision"] == (head or None)
+
+
+@pytest.mark.slow
+def test_the_daemon_and_pipeline_parts_are_in_the_suite(ran):
+    d = ran.results["daemon"]
+    assert d["profile"] == "single" and d["processed"] == d["frames"] == 2
+    assert d["ratio"] == pytest.approx(d["daemon_fps"] / d["raw_fps"]) and d["ok"] == (d["ratio"] >= d["target_ratio"])
+    assert "Daemon loop (single, 2 frames" in open(os.path.join(ran.out, "report.md")).read()
+    targets = {p: t["other_share_target"] for p, t in ran.results["latency"].items() if p != "cascade"}
+    assert targets == {"single": 0.05, "ensemble": 0.08, "ensemble_flip": 0.08, "ensemble_full": 0.08}
+    for t in ran.results["latency"].values():
+        if t.get("other_share") is not None:
+            assert t["other_share"] == pytest.approx(1.0 - t["inference_share"])
 
 
 @pytest.mark.slow
@@ -166,13 +179,15 @@ def _fake_results(ours, theirs):
 
 
 @pytest.mark.parametrize("ours, theirs, expected", [
-    ((0.6, 0.05, 10.0), (0.5, 0.10, 20.0), {"mAP50": "wins", "D-ECE": "wins", "latency p50 ms": "wins"}),
-    ((0.4, 0.20, 30.0), (0.5, 0.10, 20.0), {"mAP50": "loses", "D-ECE": "loses", "latency p50 ms": "loses"}),
+    ((0.6, 0.05, 10.0), (0.5, 0.10, 20.0), {"mAP50": "wins", "D-ECE": "wins", "latency p50 ms": "wins",
+                                            "frames/s": "wins"}),
+    ((0.4, 0.20, 30.0), (0.5, 0.10, 20.0), {"mAP50": "loses", "D-ECE": "loses", "latency p50 ms": "loses",
+                                            "frames/s": "loses"}),
     ((0.5, 0.10, 30.0), (0.5, 0.10, 20.0), {"mAP50": "ties", "D-ECE": "ties", "latency p50 ms": "loses"}),
 ])
 def test_wins_and_losses_follow_the_numbers(ours, theirs, expected):
     results = _fake_results(ours, theirs)
-    found = {label[len("best "):]: outcome for label, _, _, outcome in suite_report.verdicts(results)
+    found = {label[len("best "):]: outcome for label, _, _, outcome, _ in suite_report.verdicts(results)
              if label.startswith("best ")}
     assert {k: found[k] for k in expected} == expected
     assert "critical recall" not in found  # no value on either side: not judged
