@@ -229,3 +229,15 @@ def test_compare_ultralytics_adds_its_rows(ran, tmp_path):
     report = open(os.path.join(out, "report.md")).read()
     assert all("| %s |" % name in report for name in rows)
     assert "ReefWatch " in report.split("Against ultralytics")[1]
+
+
+def test_python_m_benchmarks_dispatches_to_each_parts_main(capsys):
+    import importlib
+
+    from benchmarks.__main__ import COMMANDS, main
+
+    assert all(callable(importlib.import_module(m).main) for m in COMMANDS.values())
+    assert main(["fly"]) == 2 and "unknown command 'fly'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:
+        main(["run", "--help"])
+    assert done.value.code == 0 and "--compare" in capsys.readouterr().out
