@@ -89,6 +89,10 @@ class Pipeline(object):
         self.last_timing = None
         self._inference_s = 0.0
         self._calls = 0
+        # Batch buffers by shape, reused across frames: a fresh 8 MB float batch per frame can
+        # cost its page faults (a few ms after inference has churned memory). A backend gets the
+        # buffer for the length of its call only.
+        self._free_batches = {}
 
     @classmethod
     def open(cls, bundle, backend="auto", batch_views=True, decode_thr=None, check=True, **options):
@@ -167,8 +171,11 @@ class Pipeline(object):
         check_frame(frame)
         frame_wh = (frame.shape[1], frame.shape[0])
         views = {}  # models with the same input size share one prepared batch
-        per_model = collections.OrderedDict((spec.name, self._detect_model(frame, spec, plan, views=views))
-                                            for spec in specs)
+        try:
+            per_model = collections.OrderedDict((spec.name, self._detect_model(frame, spec, plan, views=views))
+                                                for spec in specs)
+        finally:
+            self._release(views)
         result = self.fuse_models(per_model, frame_wh, settings)
         if not all_scores:
             result = at_operating_point(result, settings)
@@ -202,14 +209,17 @@ class Pipeline(object):
         plan = view_plan(plan)
         specs = [self.bundle.model(name) for name in models] if models else self.bundle.models
         views = {}
-        return collections.OrderedDict((s.name, self._detect_model(frame, s, plan, class_scores, views))
-                                       for s in specs)
+        try:
+            return collections.OrderedDict((s.name, self._detect_model(frame, s, plan, class_scores, views))
+                                           for s in specs)
+        finally:
+            self._release(views)
 
     def _detect_model(self, frame, spec, plan, class_scores=False, views=None):
         in_h, in_w = spec.input_size
         views = {} if views is None else views
         if (in_w, in_h) not in views:
-            views[(in_w, in_h)] = prepare_views(frame, plan, in_w, in_h)
+            views[(in_w, in_h)] = prepare_views(frame, plan, in_w, in_h, out=self._batch((len(plan), 3, in_h, in_w)))
         batch, transforms = views[(in_w, in_h)]
         outputs = self._run(self.backends[spec.name], batch)
         # Several views' boxes go back to the frame and into fusion as one array (fusion drops extras).
@@ -227,6 +237,20 @@ class Pipeline(object):
             return detections_to_frame(decoded[0], transforms[0])
         return _fuse_views(views_to_frame(decoded, transforms), (transforms[0].frame_w, transforms[0].frame_h),
                            self.bundle.fusion)
+
+    def _batch(self, shape):
+        """A free batch buffer of this shape (pop and append are atomic: detect may run in several threads)."""
+        try:
+            return self._free_batches.get(shape, []).pop()
+        except IndexError:
+            return np.empty(shape, np.float32)
+
+    def _release(self, views):
+        """The frame's batch buffers back to the free ones (two per shape at most)."""
+        for batch, _ in views.values():
+            free = self._free_batches.setdefault(batch.shape, [])
+            if len(free) < 2:
+                free.append(batch)
 
     def _run(self, backend, batch):
         from edge.backends import run_batched

@@ -120,3 +120,46 @@ def test_clip_boxes_equals_clipping_picked_columns(width, height):
     got = clip_boxes(xyxy.astype(np.float64), width, height)
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
+@pytest.mark.parametrize("plan", ["full", "none", TURNED_AND_FLIPPED], ids=["full", "none", "turned-and-flipped"])
+def test_prepare_views_into_a_used_buffer_equals_a_new_batch(plan):
+    from edge.tta import prepare_views
+
+    frame = np.random.default_rng(5).integers(0, 256, (300, 500, 3)).astype(np.uint8)
+    expected, _ = prepare_views(frame, view_plan(plan), 320, 256)
+    out = np.full(expected.shape, np.nan, np.float32)  # what a previous frame left, or worse
+    got, _ = prepare_views(frame, view_plan(plan), 320, 256, out=out)
+    assert got is out
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("out", [np.zeros((7, 3, 256, 320), np.float64), np.zeros((6, 3, 256, 320), np.float32),
+                                 np.zeros((7, 3, 320, 256), np.float32)], ids=["float64", "views", "size"])
+def test_prepare_views_refuses_a_buffer_that_does_not_fit(out):
+    from edge.errors import EdgeError
+    from edge.tta import prepare_views
+
+    with pytest.raises(EdgeError, match="out must"):
+        prepare_views(np.zeros((300, 500, 3), np.uint8), view_plan("full"), 320, 256, out=out)
+
+
+def test_pipeline_reuses_its_batch_buffer_and_each_frame_gets_its_own_views():
+    """Frame after frame one buffer carries the batch; each call's batch is that frame's views."""
+    from edge.tta import prepare_views
+
+    rng = np.random.default_rng(9)
+    frames = [rng.integers(0, 256, (240, 320, 3)).astype(np.uint8) for _ in range(3)]
+    seen = []
+
+    def record(batch):
+        seen.append((batch.__array_interface__["data"][0], batch.copy()))
+        return head_output(np.random.default_rng(len(seen)), len(batch), 3, size=256)
+
+    pipeline = Pipeline(_Bundle([_Spec()], 3), {"m": FakeBackend(record, input_shape=(3, 256, 320), fixed_batch=None,
+                                                                  max_batch=8)})
+    for frame in frames:
+        pipeline.detect_per_model(frame, plan="full")
+    assert len({address for address, _ in seen}) == 1
+    for frame, (_, batch) in zip(frames, seen):
+        np.testing.assert_array_equal(batch, prepare_views(frame, view_plan("full"), 320, 256)[0])

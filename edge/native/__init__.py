@@ -247,17 +247,21 @@ class Kernels(object):
         class_id, anchor = buf[3 * n:4 * n].view(np.int64)[:got], buf[4 * n:5 * n].view(np.int64)[:got]
         return xyxy, score, class_id, anchor, buf[5 * n:5 * n + batch].view(np.int64)
 
-    def views_to_batch(self, views, in_h, in_w, pad):
+    def views_to_batch(self, views, in_h, in_w, pad, out=None):
         """(N, 3, in_h, in_w) float32 RGB / 255 of views [(image, hflip, rot90, left, top)], each image
-        a C-contiguous (h, w, 3) uint8 BGR array (see rw_views_to_batch)."""
+        a C-contiguous (h, w, 3) uint8 BGR array (see rw_views_to_batch); written into ``out`` when given
+        (a C-contiguous float32 array of that shape), else into a new array."""
         params = np.empty((len(views), 7), dtype=np.int64)
         for row, (image, hflip, rot90, left, top) in zip(params, views):
             if image.ndim != 3 or image.shape[2] != 3:
                 raise NativeError("each view's image must have shape (h, w, 3), got %s" % (image.shape,))
             row[:] = (_pointer(image, _U8, "image", 3), image.shape[0], image.shape[1], bool(hflip), rot90, left, top)
-        batch = np.empty((len(views), 3, in_h, in_w), dtype=np.float32)
-        got = self._views(params.__array_interface__["data"][0], len(views), in_h, in_w, int(pad),
-                          batch.__array_interface__["data"][0])
+        shape = (len(views), 3, in_h, in_w)
+        batch = np.empty(shape, dtype=np.float32) if out is None else out
+        address = _pointer(batch, _F32, "out", 4)
+        if batch.shape != shape:
+            raise NativeError("out must have shape %s, got %s" % (shape, batch.shape))
+        got = self._views(params.__array_interface__["data"][0], len(views), in_h, in_w, int(pad), address)
         _check_status(got, "rw_views_to_batch", "in_h=%r, in_w=%r, pad=%r" % (in_h, in_w, pad))
         return batch
 
