@@ -33,24 +33,15 @@ MATCH_IOU = 0.5
 
 def measure_accuracy(pipeline, items, profiles, progress=None):
     """{profile: figures} and {profile: curves/predictions for plots} over [(path, ground truth)]."""
-    from trainer.coco_eval import coco_map
-    from trainer.profile_accuracy import evaluate_profiles
-    from trainer.profile_noise import ladder_checks
+    from trainer.profile_accuracy import evaluate_profiles, profile_figures
 
     bundle = pipeline.bundle
     results = evaluate_profiles(pipeline, items, profiles, progress)
     ground_truth = [gt for _, gt in items]
-    ladder = ladder_checks({p: r["predictions"] for p, r in results.items()}, ground_truth, bundle.num_classes)
-    figures, curves = collections.OrderedDict(), collections.OrderedDict()
+    figures, curves = profile_figures(results, ground_truth, bundle.num_classes), collections.OrderedDict()
     for profile, r in results.items():
-        coco = coco_map(r["predictions"], ground_truth, bundle.num_classes)
         confidences, matched = reliability_inputs(r["predictions"], ground_truth)
-        figures[profile] = {
-            "map50": r["map50"], "map50_95": coco["map50_95"], "coco_map50": coco["map50"], "ap50": r["ap50"],
-            "recall_by_category": r["recall_by_category"],
-            "critical_recall": r["recall_by_category"].get("critical"), "d_ece": d_ece(confidences, matched),
-            "images": r["images"], "gt_boxes": r["gt_boxes"], "reported_boxes": r["reported_boxes"],
-            "frame_ms": r["frame_ms"], "escalated_share": r.get("escalated_share"), "map50_vs": ladder.get(profile)}
+        figures[profile].update(d_ece=d_ece(confidences, matched), map50_vs=figures[profile].get("map50_vs"))
         curves[profile] = {"by_category": category_curves(r["curves"], bundle), "confidences": confidences,
                            "matched": matched}
     return figures, curves

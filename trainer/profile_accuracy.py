@@ -55,3 +55,26 @@ def evaluate_profiles(pipeline, items, profiles, progress=None):
         result["predictions"] = predictions
         results[profile] = result
     return results
+
+
+def profile_figures(results, ground_truth, num_classes):
+    """{profile: the figures a bundle and the benchmark suite report} from evaluate_profiles' results:
+    mAP50 (edge.metrics), mAP50-95 and mAP50 (faster-coco-eval), AP50 per class, recall per category and
+    critical recall at the operating points, counts, frame time, and (trainer.profile_noise) each richer
+    profile's mAP50 against the cheaper one before it.
+    """
+    from trainer.coco_eval import coco_map
+    from trainer.profile_noise import ladder_checks
+
+    ladder = ladder_checks({p: r["predictions"] for p, r in results.items()}, ground_truth, num_classes)
+    figures = {}
+    for profile, r in results.items():
+        coco = coco_map(r["predictions"], ground_truth, num_classes)
+        figures[profile] = {
+            "map50": r["map50"], "map50_95": coco["map50_95"], "coco_map50": coco["map50"], "ap50": r["ap50"],
+            "recall_by_category": r["recall_by_category"], "critical_recall": r["recall_by_category"].get("critical"),
+            "images": r["images"], "gt_boxes": r["gt_boxes"], "reported_boxes": r["reported_boxes"],
+            "frame_ms": r["frame_ms"], "escalated_share": r.get("escalated_share")}
+        if profile in ladder:
+            figures[profile]["map50_vs"] = ladder[profile]   # against the cheaper profile before it
+    return figures

@@ -150,26 +150,12 @@ def choose_default(profiles, accuracy, budget, wanted=None):
 
 
 def _measure_accuracy(pipeline, items, profiles, progress):
-    from trainer.coco_eval import coco_map
-    from trainer.profile_accuracy import evaluate_profiles
-    from trainer.profile_noise import ladder_checks
+    from trainer.profile_accuracy import evaluate_profiles, profile_figures
 
     results = evaluate_profiles(pipeline, items, profiles, progress)
-    ground_truth = [gt for _, gt in items]
-    ladder = ladder_checks({p: r["predictions"] for p, r in results.items()}, ground_truth,
-                           pipeline.bundle.num_classes)
-    accuracy = {}
-    for profile, r in results.items():
-        coco = coco_map(r["predictions"], ground_truth, pipeline.bundle.num_classes)
-        accuracy[profile] = {
-            "map50": r["map50"], "map50_95": coco["map50_95"], "coco_map50": coco["map50"],
-            "ap50": r["ap50"], "recall_by_category": r["recall_by_category"],
-            "critical_recall": r["recall_by_category"].get("critical"), "images": r["images"],
-            "gt_boxes": r["gt_boxes"], "reported_boxes": r["reported_boxes"], "frame_ms": r["frame_ms"],
-            "escalated_share": r.get("escalated_share"), "split": SPLIT,
-            "measured_by": "edge.pipeline (onnxruntime) + edge.metrics; mAP50-95 faster-coco-eval"}
-        if profile in ladder:
-            accuracy[profile]["map50_vs"] = ladder[profile]   # against the cheaper profile before it
+    accuracy = profile_figures(results, [gt for _, gt in items], pipeline.bundle.num_classes)
+    for figures in accuracy.values():
+        figures.update(split=SPLIT, measured_by="edge.pipeline (onnxruntime) + edge.metrics; mAP50-95 faster-coco-eval")
     return accuracy
 
 
