@@ -109,6 +109,23 @@ def critical_recall_line(manifest_accuracy, ensemble_json):
                                                 "higher" if full > best else "NOT higher")]
 
 
+def single_vs_ultralytics_line(manifest, ensemble_json):
+    """The single profile's mAP50 (edge's pipeline) against ultralytics' validation of the same variant on the
+    same split (trainer ensemble, at the device's NMS IoU): the pipeline must not lose what the model knows."""
+    single = (manifest.get("accuracy") or {}).get("single") or {}
+    models = manifest.get("models") or []
+    if "map50" not in single or not models or not os.path.exists(ensemble_json):
+        return []
+    with open(ensemble_json) as fh:
+        variants = {v["name"]: v for v in json.load(fh).get("variants") or []}
+    name = "balanced" if any(m.get("name") == "balanced" for m in models) else models[0].get("name")
+    theirs = ((variants.get(name) or {}).get("metrics") or {}).get("mAP50")
+    if theirs is None:
+        return []
+    return ["  single profile mAP50 %.3f (edge pipeline) vs %.3f (ultralytics val of %s): difference %+.3f" % (
+        single["map50"], theirs, name, single["map50"] - theirs)]
+
+
 def where_lines(out, serve):
     paths = (("bundle", os.path.join(out, "bundle")),
              ("bundle report (accuracy, energy, gate)", os.path.join(out, "release", "report.md")),
@@ -129,7 +146,9 @@ def summary(out, clock, state, serve):
 
     manifest = load_bundle(os.path.join(out, "bundle"), verify=False).manifest
     lines += ["", "Bundle (edge pipeline on the validation split):"] + bundle_lines(manifest)
-    lines += critical_recall_line(manifest.get("accuracy") or {}, os.path.join(out, "ensemble", "ensemble.json"))
+    ensemble_json = os.path.join(out, "ensemble", "ensemble.json")
+    lines += single_vs_ultralytics_line(manifest, ensemble_json)
+    lines += critical_recall_line(manifest.get("accuracy") or {}, ensemble_json)
     lines += ["", "edge serve:"] + ["  " + line for line in summary_lines(serve)]
     lines += ["", "Where:"] + where_lines(out, serve)
     return lines

@@ -114,3 +114,12 @@ def test_critical_recall_line_compares_full_tta_with_the_best_variant_alone(tmp_
     line, = demo.critical_recall_line({"ensemble_full": {"critical_recall": 0.5}}, str(path))
     assert line.endswith("NOT higher")
     assert demo.critical_recall_line({}, str(path)) == []
+
+
+def test_single_profile_is_compared_with_ultralytics_validation_of_the_same_variant(tmp_path):
+    path = tmp_path / "ensemble.json"
+    path.write_text(json.dumps({"variants": [{"name": "balanced", "threshold": 0.25, "metrics": {"mAP50": 0.53}}]}))
+    manifest = {"accuracy": {"single": {"map50": 0.5387}}, "models": [{"name": "recall"}, {"name": "balanced"}]}
+    line, = demo.single_vs_ultralytics_line(manifest, str(path))
+    assert "0.539 (edge pipeline) vs 0.530 (ultralytics val of balanced): difference +0.009" in line
+    assert demo.single_vs_ultralytics_line({"accuracy": {}, "models": []}, str(path)) == []
