@@ -30,7 +30,7 @@ from edge.fusion import fuse_concatenated, fuse_detections
 # The one native fusion call and fuse_concatenated's own steps around it (see _fuse_views).
 from edge.fusion import _F32_DIVISOR, _WEAK_SCALARS, _frame_scale, _split_native
 from edge.native import wbf as native_wbf
-from edge.tta import (check_frame, concatenated_to_frame, detections_to_frame, prepare_views, view_plan,
+from edge.tta import (BatchBuffer, check_frame, concatenated_to_frame, detections_to_frame, prepare_views, view_plan,
                       views_to_frame)
 
 FrameTiming = collections.namedtuple("FrameTiming", "total_s inference_s calls views")
@@ -219,8 +219,9 @@ class Pipeline(object):
         in_h, in_w = spec.input_size
         views = {} if views is None else views
         if (in_w, in_h) not in views:
-            views[(in_w, in_h)] = prepare_views(frame, plan, in_w, in_h, out=self._batch((len(plan), 3, in_h, in_w)))
-        batch, transforms = views[(in_w, in_h)]
+            buffer = self._batch((len(plan), 3, in_h, in_w))
+            views[(in_w, in_h)] = prepare_views(frame, plan, in_w, in_h, out=buffer) + (buffer,)
+        batch, transforms, _ = views[(in_w, in_h)]
         outputs = self._run(self.backends[spec.name], batch)
         # Several views' boxes go back to the frame and into fusion as one array (fusion drops extras).
         concatenated = len(transforms) > 1 and not class_scores
@@ -239,18 +240,18 @@ class Pipeline(object):
                            self.bundle.fusion)
 
     def _batch(self, shape):
-        """A free batch buffer of this shape (pop and append are atomic: detect may run in several threads)."""
+        """A free BatchBuffer of this shape (pop and append are atomic: detect may run in several threads)."""
         try:
             return self._free_batches.get(shape, []).pop()
         except IndexError:
-            return np.empty(shape, np.float32)
+            return BatchBuffer(shape)
 
     def _release(self, views):
         """The frame's batch buffers back to the free ones (two per shape at most)."""
-        for batch, _ in views.values():
-            free = self._free_batches.setdefault(batch.shape, [])
+        for _, _, buffer in views.values():
+            free = self._free_batches.setdefault(buffer.array.shape, [])
             if len(free) < 2:
-                free.append(batch)
+                free.append(buffer)
 
     def _run(self, backend, batch):
         from edge.backends import run_batched

@@ -199,11 +199,23 @@ def check_frame(frame, name="frame"):
         raise FrameError("%s: %s" % (name, problem))
 
 
+class BatchBuffer(object):
+    """A batch array reused across frames, and the placement of the views whose grey it holds."""
+
+    __slots__ = ("array", "layout")
+
+    def __init__(self, shape):
+        self.array = np.empty(shape, np.float32)
+        self.layout = None  # the geometries of the views last written, or None
+
+
 def prepare_views(frame, plan, in_w, in_h, out=None):
     """All views of one BGR frame as one NCHW float32 RGB batch in 0..1, plus their transforms.
 
     ``out``: a C-contiguous (len(plan), 3, in_h, in_w) float32 array to fill and return (the pipeline
-    reuses one across frames: a fresh 8 MB batch can cost its page faults, milliseconds), else a new one.
+    reuses one across frames: a fresh 8 MB batch can cost its page faults, milliseconds), or a
+    BatchBuffer, whose grey is left in place when the views sit where they sat in its last batch
+    (the same plan on a frame of the same size), else a new array.
     """
     check_frame(frame)
     frame_h, frame_w = frame.shape[:2]
@@ -221,11 +233,22 @@ def prepare_views(frame, plan, in_w, in_h, out=None):
         # One pass from the resized images to the float batch: no canvases, turned copies or transposes.
         views = [(np.ascontiguousarray(resized[_unturned_size(t)]), t.view.hflip, t.view.rot90, t.geometry.left,
                   t.geometry.top) for t in transforms]
-        return kernels.views_to_batch(views, in_h, in_w, PAD_VALUE, out), transforms
+        if not isinstance(out, BatchBuffer):
+            return kernels.views_to_batch(views, in_h, in_w, PAD_VALUE, out), transforms
+        layout = (PAD_VALUE,) + tuple(t.geometry for t in transforms)
+        pad_in_place, out.layout = layout == out.layout, None  # unknown until the batch is whole
+        batch = kernels.views_to_batch(views, in_h, in_w, PAD_VALUE, out.array, pad_in_place=pad_in_place)
+        out.layout = layout
+        return batch, transforms
     canvases = np.full((len(transforms), in_h, in_w, 3), PAD_VALUE, dtype=np.uint8)
     for canvas, t in zip(canvases, transforms):
         _paste(canvas, orient_image(resized[_unturned_size(t)], t.view), t.geometry)
-    return images_to_batch(canvases, out), transforms
+    if not isinstance(out, BatchBuffer):
+        return images_to_batch(canvases, out), transforms
+    out.layout = None
+    batch = images_to_batch(canvases, out.array)
+    out.layout = (PAD_VALUE,) + tuple(t.geometry for t in transforms)
+    return batch, transforms
 
 
 def _unturned_size(transform):

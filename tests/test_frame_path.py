@@ -149,7 +149,9 @@ def test_pipeline_reuses_its_batch_buffer_and_each_frame_gets_its_own_views():
     from edge.tta import prepare_views
 
     rng = np.random.default_rng(9)
-    frames = [rng.integers(0, 256, (240, 320, 3)).astype(np.uint8) for _ in range(3)]
+    # the same size twice (the grey stays in place), another size, then the first again
+    frames = [rng.integers(0, 256, hw + (3,)).astype(np.uint8) for hw in ((240, 320), (240, 320), (300, 200),
+                                                                           (240, 320))]
     seen = []
 
     def record(batch):
@@ -163,3 +165,26 @@ def test_pipeline_reuses_its_batch_buffer_and_each_frame_gets_its_own_views():
     assert len({address for address, _ in seen}) == 1
     for frame, (_, batch) in zip(frames, seen):
         np.testing.assert_array_equal(batch, prepare_views(frame, view_plan("full"), 320, 256)[0])
+
+
+def test_a_batch_buffer_keeps_its_grey_only_for_the_same_placement():
+    """With the views where they sat in the buffer's last batch only the images are written (the native
+    path); any other placement, and the numpy path, write every value."""
+    from edge import native
+    from edge.tta import BatchBuffer, prepare_views
+
+    frame = np.random.default_rng(6).integers(0, 256, (240, 320, 3)).astype(np.uint8)
+    plan = view_plan("full")
+    buffer = BatchBuffer((len(plan), 3, 256, 320))
+    expected, _ = prepare_views(frame, plan, 320, 256)
+    prepare_views(frame, plan, 320, 256, out=buffer)
+    buffer.array.fill(np.nan)
+    got, _ = prepare_views(frame, plan, 320, 256, out=buffer)
+    grey = np.isnan(got)
+    if native.active() is not None:
+        assert grey.any() and np.array_equal(got[~grey], expected[~grey])  # the grey was left to the buffer
+    else:
+        assert not grey.any()
+    buffer.array.fill(np.nan)
+    got, _ = prepare_views(frame[:200], plan, 320, 256, out=buffer)  # another placement
+    np.testing.assert_array_equal(got, prepare_views(frame[:200], plan, 320, 256)[0])

@@ -21,7 +21,7 @@ from edge.errors import NativeError
 logger = logging.getLogger(__name__)
 
 LIBRARY_NAME = "_reefwatch_kernels.so"
-ABI_VERSION = 5
+ABI_VERSION = 6
 _F64, _F32, _U8 = np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.uint8)
 _VALUES = 9  # per WBF cluster: 4 float32 sums, sum of scores, fused box
 _FUSED = 6  # per fused box of rw_wbf_fuse: x1, y1, x2, y2, score, label
@@ -131,7 +131,7 @@ class Kernels(object):
         self._fuse.argtypes = None
         self._views = lib.rw_views_to_batch
         self._views.restype = i64
-        self._views.argtypes = [p, i64, i64, i64, i32, p]
+        self._views.argtypes = [p, i64, i64, i64, i32, i32, p]
 
     def wbf_cluster(self, rows, bounds, iou_thr, f32_divisor):
         """1.0.9's clustering of each row range of ``rows`` (edge.fusion's
@@ -247,10 +247,11 @@ class Kernels(object):
         class_id, anchor = buf[3 * n:4 * n].view(np.int64)[:got], buf[4 * n:5 * n].view(np.int64)[:got]
         return xyxy, score, class_id, anchor, buf[5 * n:5 * n + batch].view(np.int64)
 
-    def views_to_batch(self, views, in_h, in_w, pad, out=None):
+    def views_to_batch(self, views, in_h, in_w, pad, out=None, pad_in_place=False):
         """(N, 3, in_h, in_w) float32 RGB / 255 of views [(image, hflip, rot90, left, top)], each image
         a C-contiguous (h, w, 3) uint8 BGR array (see rw_views_to_batch); written into ``out`` when given
-        (a C-contiguous float32 array of that shape), else into a new array."""
+        (a C-contiguous float32 array of that shape), else into a new array. ``pad_in_place``: ``out``
+        already holds the grey of exactly these views' placement (only the images are written)."""
         params = np.empty((len(views), 7), dtype=np.int64)
         for row, (image, hflip, rot90, left, top) in zip(params, views):
             if image.ndim != 3 or image.shape[2] != 3:
@@ -261,7 +262,8 @@ class Kernels(object):
         address = _pointer(batch, _F32, "out", 4)
         if batch.shape != shape:
             raise NativeError("out must have shape %s, got %s" % (shape, batch.shape))
-        got = self._views(params.__array_interface__["data"][0], len(views), in_h, in_w, int(pad), address)
+        got = self._views(params.__array_interface__["data"][0], len(views), in_h, in_w, int(pad),
+                          int(bool(pad_in_place and out is not None)), address)
         _check_status(got, "rw_views_to_batch", "in_h=%r, in_w=%r, pad=%r" % (in_h, in_w, pad))
         return batch
 

@@ -1081,9 +1081,11 @@ done:
  * turns counter-clockwise after the flip, as cv2.flip then cv2.rotate) and the turned image's
  * left and top in the canvas (negative when a scale above 1 crops it). out: (n_views, 3,
  * in_h, in_w) float32 RGB, value / 255 in float32, `pad` grey outside the image: the batch
- * tta.prepare_views' numpy path builds, bit for bit, in one pass without intermediate canvases. */
+ * tta.prepare_views' numpy path builds, bit for bit, in one pass without intermediate canvases.
+ * With pad_in_place, out already holds this layout's grey (the last frame's batch, same views and
+ * frame size): only the images are written, a quarter or more less memory traffic. */
 int64_t rw_views_to_batch(const int64_t *views, int64_t n_views, int64_t in_h, int64_t in_w, int32_t pad,
-                          float *out)
+                          int32_t pad_in_place, float *out)
 {
     float lut[256];
     int64_t v, i, plane = in_h * in_w;
@@ -1115,7 +1117,9 @@ int64_t rw_views_to_batch(const int64_t *views, int64_t n_views, int64_t in_h, i
             float *r = red + y * in_w, *g = green + y * in_w, *bl = blue + y * in_w;
             int64_t from = x1, to = x1, o;
             if (y >= y0 && y < y1 && x0 < x1) from = x0;
-            for (x = 0; x < from; x++) r[x] = g[x] = bl[x] = lut[pad];
+            else if (pad_in_place) continue;
+            if (!pad_in_place)
+                for (x = 0; x < from; x++) r[x] = g[x] = bl[x] = lut[pad];
             o = base + step_y * (y - top) + step_x * (from - left);
             for (x = from; x < to; x++, o += step_x) {
                 const uint8_t *px = src + o;
@@ -1123,7 +1127,8 @@ int64_t rw_views_to_batch(const int64_t *views, int64_t n_views, int64_t in_h, i
                 g[x] = lut[px[1]];
                 bl[x] = lut[px[0]];
             }
-            for (x = to; x < in_w; x++) r[x] = g[x] = bl[x] = lut[pad];
+            if (!pad_in_place)
+                for (x = to; x < in_w; x++) r[x] = g[x] = bl[x] = lut[pad];
         }
     }
     return n_views;
@@ -1132,5 +1137,5 @@ int64_t rw_views_to_batch(const int64_t *views, int64_t n_views, int64_t in_h, i
 /* Lets the loader check that it loaded the library it was written for. */
 int32_t rw_abi_version(void)
 {
-    return 5;
+    return 6;
 }
