@@ -13,6 +13,7 @@ Everything but the backend calls counts as overhead: letterboxing, decoding
 and NMS, TTA inversion, both fusion stages, calibration.
 """
 import argparse
+import os
 import sys
 
 from benchmarks.common import load_images, machine_facts, median_ms, write_json
@@ -74,8 +75,11 @@ def main(argv=None):
                            decode_thr=args.decode_thr, **options) as pipeline:
             results[label] = measure(pipeline, frames, args.warmup, args.tta, models)
     first = results[modes[0]]
-    print("bundle %s: %d models x %d views, input %s, decode threshold %g, %s" % (
-        bundle.root, n_models, first["views"], bundle.models[0].input_size, args.decode_thr, machine_facts()))
+    # Other jobs on the machine stretch both parts of the frame unevenly: say how busy it was.
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    print("bundle %s: %d models x %d views, input %s, decode threshold %g, %s, load average %s" % (
+        bundle.root, n_models, first["views"], bundle.models[0].input_size, args.decode_thr, machine_facts(),
+        "n/a" if load is None else "%.2f %.2f %.2f" % load))
     print("%-9s %6s %10s %13s %10s %12s" % ("mode", "calls", "frame ms", "inference ms", "other ms", "other share"))
     for label, r in results.items():
         print("%-9s %6d %10.1f %13.1f %10.2f %11.1f%%" % (label, r["calls_per_frame"], r["frame_ms"],
@@ -91,7 +95,8 @@ def main(argv=None):
         print("batching views into one call: %.2fx faster per frame (median of %d frames)"
               % (speedup, results["batched"]["frames"]))
     if args.json:
-        write_json(args.json, {"results": results, "batching_speedup": speedup, "machine": machine_facts()})
+        write_json(args.json, {"results": results, "batching_speedup": speedup, "machine": machine_facts(),
+                               "load_average": load})
     return 0
 
 
