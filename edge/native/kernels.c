@@ -817,26 +817,33 @@ static int64_t nms_run_kept(const float *boxes, int64_t n, double iou_thr, int64
         from_y = (double)o.y1 - ry;
         to_y = (double)o.y1 + ry;
         if ((double)o.x2 < to) to = (double)o.x2; /* a kept box starting past o's x2 misses it */
-        a = 0;
-        z = n_index;
-        while (a < z) {
-            int64_t mid = a + (z - a) / 2;
-            if ((double)index[mid].x1 <= from) a = mid + 1; else z = mid;
-        }
-        for (p = a; p < n_index && (double)index[p].x1 < to; p++) {
-            const nms_box *k = &index[p];
-            if (((double)k->y1 > from_y) & ((double)k->y1 < to_y) && suppresses(k, &o, iou_thr)) break;
-        }
-        if (p < n_index && (double)index[p].x1 < to) continue; /* suppressed */
-        keep[kept++] = i;
-        /* insert after the kept boxes of equal x1 */
+        /* the kept boxes of x1 nearest o's first, outwards: a suppressor usually sits close, and the
+         * first one found settles o (whichever it is: the kept set is the same) */
         a = 0;
         z = n_index;
         while (a < z) {
             int64_t mid = a + (z - a) / 2;
             if (index[mid].x1 <= o.x1) a = mid + 1; else z = mid;
         }
-        at = a;
+        at = a; /* also where o goes: after the kept boxes of equal x1 */
+        {
+            int64_t right = at, left = at - 1, found = 0;
+            while (!found) {
+                int go_right = right < n_index && (double)index[right].x1 < to;
+                int go_left = left >= 0 && (double)index[left].x1 > from;
+                if (!go_right && !go_left) break;
+                if (go_right) {
+                    const nms_box *k = &index[right++];
+                    found = ((double)k->y1 > from_y) & ((double)k->y1 < to_y) && suppresses(k, &o, iou_thr);
+                }
+                if (!found && go_left) {
+                    const nms_box *k = &index[left--];
+                    found = ((double)k->y1 > from_y) & ((double)k->y1 < to_y) && suppresses(k, &o, iou_thr);
+                }
+            }
+            if (found) continue;
+        }
+        keep[kept++] = i;
         memmove(index + at + 1, index + at, (size_t)(n_index - at) * sizeof(nms_box));
         index[at] = o;
         n_index++;
