@@ -802,7 +802,7 @@ static int64_t nms_run_kept(const float *boxes, int64_t n, double iou_thr, int64
         const float *b = boxes + 4 * i;
         nms_box o;
         double rx, ry, from, to, from_y, to_y;
-        int64_t a, z, p, at;
+        int64_t a, z, at;
         if (!(b[2] > b[0] && b[3] > b[1])) {
             keep[kept++] = i; /* no area: always kept, suppresses nothing */
             continue;
