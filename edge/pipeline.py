@@ -25,11 +25,7 @@ from edge.decode import decode_outputs
 from edge.detections import Detections
 from edge.boxes import clip_boxes
 from edge.errors import BackendError, BundleError, DecodeError
-from edge import native
 from edge.fusion import fuse_concatenated, fuse_detections
-# The one native fusion call and fuse_concatenated's own steps around it (see _fuse_views).
-from edge.fusion import _F32_DIVISOR, _WEAK_SCALARS, _frame_scale, _split_native
-from edge.native import wbf as native_wbf
 from edge.tta import (BatchBuffer, check_frame, concatenated_to_frame, detections_to_frame, prepare_views, view_plan,
                       views_to_frame)
 
@@ -269,24 +265,7 @@ class Pipeline(object):
 
 
 def _fuse_views(views, frame_wh, fusion):
-    """fuse_concatenated of the views' (xyxy, score, class_id, counts), with the same result.
-
-    Its one native call declines score ties within a label (numpy's argsort orders them), and
-    seven views decoded at a low threshold tie a few scores in nearly every frame: the general
-    path then costs twice as much. Here the native call takes numpy's order for the tied labels.
-    """
-    kernels = native.active()
-    if kernels is not None:
-        xyxy, score, class_id, counts = views
-        scale = _frame_scale(frame_wh)
-        bounds = np.cumsum(counts)[:-1]
-        fused = native_wbf.fuse_resolving_ties(
-            kernels, np.split(np.clip(np.asarray(xyxy, dtype=np.float32) / scale, 0.0, 1.0), bounds),
-            np.split(np.asarray(score, dtype=np.float32), bounds), np.split(np.asarray(class_id, dtype=np.int32), bounds),
-            None, fusion["iou_thr"], fusion["skip_box_thr"], fusion["conf_type"], False, _WEAK_SCALARS, _F32_DIVISOR)
-        if fused is not None:
-            boxes, scores, labels = _split_native(*fused)
-            return Detections(boxes * scale, scores, labels.astype(np.int32))
+    """fuse_concatenated of the views' (xyxy, score, class_id, counts) with the bundle's fusion settings."""
     return fuse_concatenated(*views, frame_wh, iou_thr=fusion["iou_thr"], skip_box_thr=fusion["skip_box_thr"],
                              conf_type=fusion["conf_type"])
 

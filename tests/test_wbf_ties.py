@@ -1,4 +1,4 @@
-"""edge.native.wbf.fuse_resolving_ties: the one native WBF call where scores tie within a label.
+"""edge.native.wbf.fuse: the one native WBF call where scores tie within a label.
 
 rw_wbf_fuse answers tied labels with their scores; numpy's argsort of them (1.0.9's
 own call) gives the order its second call follows. The result must be the general
@@ -24,8 +24,8 @@ HAVE_ENSEMBLE_BOXES = importlib.util.find_spec("ensemble_boxes") is not None  # 
 
 def resolved(kernels, boxes, scores, labels, weights=None, iou_thr=0.55, skip_box_thr=0.0, conf_type="avg",
              allows_overflow=False):
-    fused = native_wbf.fuse_resolving_ties(kernels, boxes, scores, labels, weights, iou_thr, skip_box_thr,
-                                           conf_type, allows_overflow, _WEAK_SCALARS, _F32_DIVISOR)
+    fused = native_wbf.fuse(kernels, boxes, scores, labels, weights, iou_thr, skip_box_thr, conf_type,
+                            allows_overflow, _WEAK_SCALARS, _F32_DIVISOR)
     return None if fused is None else _split_native(*fused)
 
 

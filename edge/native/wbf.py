@@ -12,8 +12,8 @@ weights that are not plain non-negative numbers, iou_thr <= 0,
 box_and_model_avg or absent_model_aware_avg over 8 or more lists of
 fractional weights (numpy's pairwise sums); the C code returns its fallback
 for non-finite values, kept scores <= 0 and labels float32 cannot hold. On score
-ties within a label (numpy's argsort orders ties its own way) ``fuse`` declines too,
-while ``fuse_resolving_ties`` asks numpy for 1.0.9's order and calls the C code again.
+ties within a label (numpy's argsort orders ties its own way) ``fuse`` asks numpy
+for 1.0.9's order and calls the C code again.
 """
 import math
 import struct
@@ -36,23 +36,13 @@ _EXACT = 2.0 ** 53  # whole numbers below it add exactly in any order
 
 def fuse(kernels, boxes_list, scores_list, labels_list, weights, iou_thr, skip_box_thr, conf_type,
          allows_overflow, weak_scalars, f32_divisor):
-    """``kernels.wbf_fuse`` of the lists (fused records, fix counts or None, ordered), or None.
+    """``kernels.wbf_fuse`` of the lists (fused records, fix counts or None, ordered), or None where the
+    general path must take them. ``weak_scalars`` and ``f32_divisor``: numpy's scalar rules, as in ``edge.fusion``.
 
-    ``weak_scalars`` and ``f32_divisor``: numpy's scalar rules, as in ``edge.fusion``.
-    """
-    args = _arguments(boxes_list, scores_list, labels_list, weights, iou_thr, skip_box_thr, conf_type,
-                      allows_overflow, weak_scalars, f32_divisor)
-    if args is None or args is _NO_BOXES:
-        return None if args is None else (_NOTHING, None, True)
-    fused = kernels.wbf_fuse(*args)
-    return None if type(fused) is TiedGroups else fused
-
-
-def fuse_resolving_ties(kernels, boxes_list, scores_list, labels_list, weights, iou_thr, skip_box_thr, conf_type,
-                        allows_overflow, weak_scalars, f32_divisor):
-    """``fuse``, also where scores tie within a label: each tied label's rows are then visited in the
-    order of 1.0.9's own call, ``scores.argsort()[::-1]`` on the same float64 values in the same order,
-    and the second call of ``kernels.wbf_fuse`` follows it. None where ``fuse`` is None for another reason.
+    Where scores tie within a label (seven views decoded at a low threshold tie a few in nearly every
+    frame), the first call answers with the tied labels' scores; each tied label's rows are then visited
+    in the order of 1.0.9's own call, ``scores.argsort()[::-1]`` on the same float64 values in the same
+    order, and a second call of ``kernels.wbf_fuse`` follows it.
     """
     args = _arguments(boxes_list, scores_list, labels_list, weights, iou_thr, skip_box_thr, conf_type,
                       allows_overflow, weak_scalars, f32_divisor)
