@@ -144,3 +144,14 @@ def test_a_damaged_state_file_is_refused_with_the_fix(tmp_path, text, message):
     with pytest.raises(TrainerError, match=message) as info:
         rs.read_state(str(path), str(tmp_path), ORDER)
     assert str(path) in str(info.value) and "delete it" in str(info.value)
+
+
+def test_an_artifact_recorded_as_none_is_none_and_a_missing_one_is_refused():
+    # --data without an unlabelled pool: synth records pool None and the later stages skip what needs one.
+    state = {"stages": {"synth": {"artifacts": {"data": "/d/data.yaml", "pool": None}}}}
+    assert rs.artifact(state, "synth", "pool") is None
+    assert rs.artifact(state, "synth", "data") == "/d/data.yaml"
+    with pytest.raises(TrainerError, match="no weights from stage baseline; run it first"):
+        rs.artifact(state, "baseline", "weights")
+    with pytest.raises(TrainerError, match="no vendor from stage synth"):
+        rs.artifact(state, "synth", "vendor")

@@ -192,12 +192,13 @@ def forget_after(state, order, name):
 
 
 def artifact(state, stage, role):
-    """A path an earlier stage recorded (e.g. artifact(state, 'baseline', 'weights'))."""
-    path = ((state["stages"].get(stage) or {}).get("artifacts") or {}).get(role)
-    if path is None:
+    """A path an earlier stage recorded (e.g. artifact(state, 'baseline', 'weights')), or None where the
+    stage recorded that it has none (synth's pool when --data comes without one)."""
+    artifacts = (state["stages"].get(stage) or {}).get("artifacts") or {}
+    if role not in artifacts:
         raise TrainerError("run state has no %s from stage %s; run it first (`run-all --from %s`)"
                            % (role, stage, stage))
-    return path
+    return artifacts[role]
 
 
 def check_state(state, path, order):
