@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# make demo needs the runtime and the trainer; make test adds the dev tools (pytest, netcal, ...).
+STAMP_RUN := $(VENV)/.reefwatch-run-installed
 STAMP := $(VENV)/.reefwatch-installed
 # Nothing may reach the network at run time: ultralytics is kept offline and its
 # settings file stays inside the repository's venv.
@@ -19,18 +21,22 @@ STAMP36 := $(VENV36)/.reefwatch-installed
 
 .PHONY: test test-py36 demo install clean native
 
-$(STAMP): pyproject.toml
+$(STAMP_RUN): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[onnx,train,dev]'
+	$(BIN)/pip install -q -e '.[onnx,train]'
 	mkdir -p $(YOLO_CONFIG_DIR)
 	$(BIN)/python -m edge.native.build
+	touch $(STAMP_RUN)
+
+$(STAMP): $(STAMP_RUN)
+	$(BIN)/pip install -q -e '.[onnx,train,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
 # The C kernels of edge/native (plain C via ctypes: one library serves .venv and .venv36).
-native: $(STAMP)
+native: $(STAMP_RUN)
 	$(BIN)/python -m edge.native.build
 
 test: $(STAMP)
@@ -52,7 +58,7 @@ test-py36:
 # trainer run-all --preset demo into out/demo, then edge's daemon on a synthetic clip; a rerun resumes.
 # `make demo DATA=path/data.yaml` runs the same chain on a real dataset.
 DATA ?=
-demo: $(STAMP)
+demo: $(STAMP_RUN)
 	$(BIN)/python -m benchmarks.demo --out out/demo $(if $(DATA),--data $(DATA))
 
 clean:
