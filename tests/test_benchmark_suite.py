@@ -241,3 +241,23 @@ def test_python_m_benchmarks_dispatches_to_each_parts_main(capsys):
     with pytest.raises(SystemExit) as done:
         main(["run", "--help"])
     assert done.value.code == 0 and "--compare" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_cascade_replayed_from_its_stages_equals_the_cascade_run(ran):
+    from edge.pipeline import Pipeline
+    from trainer.profile_accuracy import evaluate_profiles
+    from trainer.stages.device_eval import load_ground_truth
+
+    items = load_ground_truth(ran.data, "val", 6)
+    with Pipeline.open(ran.bundle, backend="onnxruntime") as pipeline:
+        alone = evaluate_profiles(pipeline, items, ["cascade"])["cascade"]          # both stages run
+        replayed = evaluate_profiles(pipeline, items, ["cascade", "single", "ensemble_full"])
+    assert list(replayed) == ["cascade", "single", "ensemble_full"]
+    mine = replayed["cascade"]
+    assert mine["escalated_share"] == alone["escalated_share"] and 0.0 < alone["escalated_share"]
+    assert mine["map50"] == alone["map50"] and mine["recall_by_category"] == alone["recall_by_category"]
+    for a, b in zip(mine["predictions"], alone["predictions"]):
+        np.testing.assert_array_equal(a.xyxy, b.xyxy)
+        np.testing.assert_array_equal(a.score, b.score)
+    assert mine["frame_ms"] > 0

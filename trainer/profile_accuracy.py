@@ -15,46 +15,78 @@ import numpy as np
 from edge.images import read_image
 from edge.metrics import evaluate, pooled_curve
 from edge.pipeline import at_operating_point
-from edge.profiles import cascade_settings, run_profile
+from edge.profiles import CASCADE, CASCADE_STAGES, cascade_settings, run_profile
+
+
+class ReplayPipeline(object):
+    """What run_profile asks of a Pipeline, answered from detections already computed for the current frame.
+
+    The cascade's stages are the single and ensemble_full profiles, the same pipeline calls on the same
+    frame, so their detections (all_scores) can be replayed through run_profile instead of run again.
+    """
+
+    def __init__(self, bundle, per_profile):
+        self.bundle = bundle
+        self.per_profile = per_profile    # {profile: [Detections per image]}
+        self.index = 0
+
+    def detect(self, frame, models=None, plan=None, profile=None, all_scores=False):
+        found = self.per_profile[profile][self.index]
+        return found if all_scores else at_operating_point(found, self.bundle.profile_settings(profile))
 
 
 def evaluate_profiles(pipeline, items, profiles, progress=None):
     """{profile: edge.metrics.evaluate result + recall_by_category at the operating point, frame times,
     pooled / critical curves, escalated_share (cascade) and the predictions} over [(path, ground truth)].
 
-    `progress(iterable, desc)` wraps the frame loop of each profile (e.g. tqdm).
+    `progress(iterable, desc)` wraps the frame loop of each profile (e.g. tqdm). Where both of the
+    cascade's stages are among the profiles, the cascade replays their detections (ReplayPipeline) and
+    its frame time is the sum of its stages' measured times on that frame.
     """
     bundle = pipeline.bundle
-    categories = {c.id: c.category for c in bundle.classes}
     frames = [read_image(path) for path, _ in items]
-    ground_truth = [gt for _, gt in items]
     cascade = cascade_settings(bundle)  # the daemon's defaults: band 0.25-0.6, critical species >= 0.3
-    results = {}
-    for profile in profiles:
-        predictions, reported, times, escalated = [], [], [], 0
-        for frame in (progress(frames, profile) if progress else frames):
-            start = time.perf_counter()
-            run = run_profile(pipeline, frame, profile, cascade, all_scores=True)
-            times.append(time.perf_counter() - start)
-            predictions.append(run.detections)
-            stage = bundle.profile_settings(run.stages[-1].profile)
-            reported.append(at_operating_point(run.detections, stage))
-            escalated += bool(run.escalated)
-        result = evaluate(predictions, ground_truth, bundle.num_classes, categories)
-        at_device = evaluate(reported, ground_truth, bundle.num_classes, categories, score_thr=0.0)
-        result["recall_by_category"] = at_device["recall_by_category"]
-        result["score_thr"] = "operating thresholds of the profile"
-        result["reported_boxes"] = int(sum(len(r) for r in reported))
-        result["frame_ms"] = 1000.0 * statistics.median(times) if times else float("nan")
-        result["mean_frame_ms"] = 1000.0 * float(np.mean(times)) if times else float("nan")
-        if profile == "cascade":
-            result["escalated_share"] = escalated / float(max(len(frames), 1))
-        critical = [c for c in result["curves"] if c.num_gt and categories.get(c.class_id) == "critical"]
-        result["pooled"] = pooled_curve([c for c in result["curves"] if c.num_gt])
-        result["critical"] = pooled_curve(critical) if critical else None
-        result["predictions"] = predictions
-        results[profile] = result
-    return results
+    runs = {}   # profile: ([run per frame], [seconds per frame])
+    replayable = all(p in profiles for p in CASCADE_STAGES)
+    for profile in sorted(profiles, key=lambda p: p == CASCADE and replayable):  # the cascade after its stages
+        source = pipeline
+        if profile == CASCADE and replayable:
+            source = ReplayPipeline(bundle, {p: [r.detections for r in runs[p][0]] for p in CASCADE_STAGES})
+        done, times = [], []
+        for index, frame in enumerate(progress(frames, profile) if progress else frames):
+            if source is pipeline:
+                start = time.perf_counter()
+                done.append(run_profile(pipeline, frame, profile, cascade, all_scores=True))
+                times.append(time.perf_counter() - start)
+                continue
+            source.index = index
+            run = run_profile(source, frame, profile, cascade, all_scores=True,
+                              measure=lambda p, call: (call(), None, runs[p][1][source.index]))
+            done.append(run)
+            times.append(sum(stage.latency_s for stage in run.stages))
+        runs[profile] = (done, times)
+    return {profile: _figures(bundle, runs[profile][0], runs[profile][1], [gt for _, gt in items], profile)
+            for profile in profiles}
+
+
+def _figures(bundle, done, times, ground_truth, profile):
+    categories = {c.id: c.category for c in bundle.classes}
+    predictions = [run.detections for run in done]
+    reported = [at_operating_point(run.detections, bundle.profile_settings(run.stages[-1].profile)) for run in done]
+    result = evaluate(predictions, ground_truth, bundle.num_classes, categories)
+    at_device = evaluate(reported, ground_truth, bundle.num_classes, categories, score_thr=0.0)
+    result["recall_by_category"] = at_device["recall_by_category"]
+    result["score_thr"] = "operating thresholds of the profile"
+    result["reported_boxes"] = int(sum(len(r) for r in reported))
+    result["frame_ms"] = 1000.0 * statistics.median(times) if times else float("nan")
+    result["mean_frame_ms"] = 1000.0 * float(np.mean(times)) if times else float("nan")
+    if profile == CASCADE:
+        result["escalated_share"] = sum(bool(run.escalated) for run in done) / float(max(len(done), 1))
+    critical = [c for c in result["curves"] if c.num_gt and categories.get(c.class_id) == "critical"]
+    result["pooled"] = pooled_curve([c for c in result["curves"] if c.num_gt])
+    result["critical"] = pooled_curve(critical) if critical else None
+    result["predictions"] = predictions
+    return result
 
 
 def profile_figures(results, ground_truth, num_classes):

@@ -339,24 +339,11 @@ def check_ap_unchanged(before, after, profile):
     return pairs
 
 
-class ReplayPipeline(object):
-    """What run_profile asks of a Pipeline, answered from detections already computed for the current frame."""
-
-    def __init__(self, bundle, per_profile):
-        self.bundle = bundle
-        self.per_profile = per_profile    # {profile: [Detections per image]}
-        self.index = 0
-
-    def detect(self, frame, models=None, plan=None, profile=None, all_scores=False):
-        from edge.pipeline import at_operating_point
-
-        found = self.per_profile[profile][self.index]
-        return found if all_scores else at_operating_point(found, self.bundle.profile_settings(profile))
-
-
 def cascade_predictions(bundle, per_profile):
     """(every box of the stage that answered, what the device reports) per image, through run_profile."""
     from edge.pipeline import at_operating_point
+
+    from trainer.profile_accuracy import ReplayPipeline
 
     replay = ReplayPipeline(bundle, per_profile)
     settings = cascade_settings(bundle)   # the daemon's defaults, as benchmarks.accuracy scores the cascade
