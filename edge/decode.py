@@ -17,7 +17,7 @@ EFFICIENT_NMS_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
 
 
 def decode_head(output, num_classes, conf_thr=0.25, iou_thr=0.7, max_det=300, max_candidates=30000,
-                class_scores=False, multi_label=False, concatenated=False):
+                class_scores=False, multi_label=False, concatenated=False, host=None):
     """Decode a raw (B, 4+nc, A) head output with class-aware NMS, as ultralytics does.
 
     Per image: anchors whose best class score is above conf_thr, the
@@ -31,7 +31,8 @@ def decode_head(output, num_classes, conf_thr=0.25, iou_thr=0.7, max_det=300, ma
     (active learning's margin and entropy need more than the winning score).
     With concatenated=True (no class scores) the images' boxes come one image after the other,
     as (xyxy, score, class_id, counts), without a Detections per image: what edge.tta.views_to_frame
-    takes, the same values.
+    takes, the same values. ``host``: an edge.host_threads.HostThreads that decodes the images in two
+    halves at once (native kernels only; the same results).
     """
     output = np.asarray(output)
     if output.ndim != 3 or output.shape[1] != 4 + num_classes:
@@ -47,9 +48,10 @@ def decode_head(output, num_classes, conf_thr=0.25, iou_thr=0.7, max_det=300, ma
     if kernels is not None:
         if concatenated:
             xyxy, score, class_id, _, counts = _native_boxes(kernels, output, conf_thr, iou_thr, max_det,
-                                                             max_candidates, multi_label)
+                                                             max_candidates, multi_label, host)
             return xyxy, score, class_id.astype(np.int32), counts.tolist()
-        return _decode_native(kernels, output, conf_thr, iou_thr, max_det, max_candidates, class_scores, multi_label)
+        return _decode_native(kernels, output, conf_thr, iou_thr, max_det, max_candidates, class_scores, multi_label,
+                              host)
     best = output[:, 4:].max(axis=1)
     decode = _decode_multi_label if multi_label else _decode_one
     per_image = [decode(image, best_score, conf_thr, iou_thr, max_det, max_candidates, class_scores)
@@ -95,11 +97,12 @@ def _decode_multi_label(image, best_score, conf_thr, iou_thr, max_det, max_candi
     return Detections(xyxy[keep], score[keep], class_id[keep], extras)
 
 
-def _decode_native(kernels, output, conf_thr, iou_thr, max_det, max_candidates, keep_class_scores, multi_label):
+def _decode_native(kernels, output, conf_thr, iou_thr, max_det, max_candidates, keep_class_scores, multi_label,
+                   host=None):
     """Every image of the batch (the views of one frame) in one native call: the same candidates, order,
     cap and per-image NMS as the numpy path, bit for bit (tests/test_decode.py)."""
     xyxy, score, class_id, anchor, counts = _native_boxes(kernels, output, conf_thr, iou_thr, max_det, max_candidates,
-                                                          multi_label)
+                                                          multi_label, host)
     results, start = [], 0
     for b, count in enumerate(counts.tolist()):
         end = start + count
@@ -109,12 +112,20 @@ def _decode_native(kernels, output, conf_thr, iou_thr, max_det, max_candidates, 
     return results
 
 
-def _native_boxes(kernels, output, conf_thr, iou_thr, max_det, max_candidates, multi_label):
-    """kernels.decode_head of a float32 head: (xyxy, score, class_id, anchor, counts)."""
+def _native_boxes(kernels, output, conf_thr, iou_thr, max_det, max_candidates, multi_label, host=None):
+    """kernels.decode_head of a float32 head: (xyxy, score, class_id, anchor, counts), with ``host``
+    in two halves of the batch at once (each image is decoded on its own)."""
     output = np.ascontiguousarray(output)
-    return kernels.decode_head(
-        output, conf_thr, _compares_in_f32(conf_thr), multi_label, max_candidates, iou_thr,
-        output.shape[1] * output.shape[2] if max_det is None else max(int(max_det), 0), CLASS_OFFSET_PX)
+    max_det = output.shape[1] * output.shape[2] if max_det is None else max(int(max_det), 0)
+
+    def decode(start, end):
+        return kernels.decode_head(output[start:end], conf_thr, _compares_in_f32(conf_thr), multi_label,
+                                   max_candidates, iou_thr, max_det, CLASS_OFFSET_PX)
+
+    if host is None:
+        return decode(0, len(output))
+    parts = host.halves(decode, len(output))
+    return tuple(np.concatenate(arrays) for arrays in zip(*parts)) if len(parts) > 1 else parts[0]
 
 
 def _compares_in_f32(conf_thr):
@@ -145,7 +156,7 @@ def decode_efficient_nms(num_dets, det_boxes, det_scores, det_classes, num_class
 
 
 def decode_outputs(outputs, num_classes, conf_thr=0.25, iou_thr=0.7, max_det=300, class_scores=False,
-                   multi_label=False, concatenated=False):
+                   multi_label=False, concatenated=False, host=None):
     """Decode a backend's named outputs, whichever of the two layouts they are in.
 
     A list of Detections per image, or with concatenated=True (see decode_head) their boxes in one
@@ -163,4 +174,4 @@ def decode_outputs(outputs, num_classes, conf_thr=0.25, iou_thr=0.7, max_det=300
                           "outputs %s" % (sorted(outputs), list(EFFICIENT_NMS_OUTPUTS)))
     (output,) = outputs.values()
     return decode_head(output, num_classes, conf_thr=conf_thr, iou_thr=iou_thr, max_det=max_det,
-                       class_scores=class_scores, multi_label=multi_label, concatenated=concatenated)
+                       class_scores=class_scores, multi_label=multi_label, concatenated=concatenated, host=host)

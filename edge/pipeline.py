@@ -26,6 +26,7 @@ from edge.detections import Detections
 from edge.boxes import clip_boxes
 from edge.errors import BackendError, BundleError, DecodeError
 from edge.fusion import fuse_concatenated, fuse_detections
+from edge.host_threads import HostThreads
 from edge.tta import (BatchBuffer, check_frame, concatenated_to_frame, detections_to_frame, prepare_views, view_plan,
                       views_to_frame)
 
@@ -78,10 +79,12 @@ def calibration_profile(bundle, models, plan):
 class Pipeline(object):
     """Frames to Detections for one bundle; ``last_timing`` splits inference from the rest."""
 
-    def __init__(self, bundle, backends, batch_views=True):
+    def __init__(self, bundle, backends, batch_views=True, host_threads=None):
         self.bundle = bundle
         self.backends = backends
         self.batch_views = batch_views
+        # Letterboxing and decoding the views in two halves at once: the cores ONNX Runtime used idle meanwhile.
+        self.host = HostThreads(host_threads)
         self.last_timing = None
         self._inference_s = 0.0
         self._calls = 0
@@ -91,12 +94,15 @@ class Pipeline(object):
         self._free_batches = {}
 
     @classmethod
-    def open(cls, bundle, backend="auto", batch_views=True, decode_thr=None, check=True, **options):
+    def open(cls, bundle, backend="auto", batch_views=True, decode_thr=None, check=True, host_threads=None,
+             **options):
         """Open a Bundle (or a bundle folder / .tar.gz path) on its backends.
 
         `decode_thr` overrides every model's decode threshold; `check` runs
         one blank frame through each model and refuses a model whose output
-        does not fit the bundle's classes (before any real frame is lost).
+        does not fit the bundle's classes (before any real frame is lost);
+        `host_threads` (1 or 2, default 2 on a multi-core machine) is how many
+        threads letterbox and decode a frame's views.
         """
         if isinstance(bundle, str):
             from edge.bundle import load_bundle
@@ -104,7 +110,7 @@ class Pipeline(object):
             bundle = load_bundle(bundle)
         if decode_thr is not None:
             bundle = bundle.with_decode_thr(decode_thr)
-        pipeline = cls(bundle, open_model_backends(bundle, backend, **options), batch_views)
+        pipeline = cls(bundle, open_model_backends(bundle, backend, **options), batch_views, host_threads)
         try:
             if check:
                 pipeline.check_models()
@@ -136,6 +142,7 @@ class Pipeline(object):
     def close(self):
         for backend in self.backends.values():
             backend.close()
+        self.host.close()
 
     def __enter__(self):
         return self
@@ -216,7 +223,7 @@ class Pipeline(object):
         views = {} if views is None else views
         if (in_w, in_h) not in views:
             buffer = self._batch((len(plan), 3, in_h, in_w))
-            views[(in_w, in_h)] = prepare_views(frame, plan, in_w, in_h, out=buffer) + (buffer,)
+            views[(in_w, in_h)] = prepare_views(frame, plan, in_w, in_h, out=buffer, host=self.host) + (buffer,)
         batch, transforms, _ = views[(in_w, in_h)]
         outputs = self._run(self.backends[spec.name], batch)
         # Several views' boxes go back to the frame and into fusion as one array (fusion drops extras).
@@ -224,7 +231,7 @@ class Pipeline(object):
         try:
             decoded = decode_outputs(outputs, self.bundle.num_classes, conf_thr=spec.decode_thr, iou_thr=spec.iou_thr,
                                      class_scores=class_scores, multi_label=spec.multi_label,
-                                     concatenated=concatenated)
+                                     concatenated=concatenated, host=self.host)
         except DecodeError as e:
             raise DecodeError("model %r (%s): %s" % (spec.name, spec.path, e)) from e
         if concatenated:

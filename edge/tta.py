@@ -209,37 +209,47 @@ class BatchBuffer(object):
         self.layout = None  # the geometries of the views last written, or None
 
 
-def prepare_views(frame, plan, in_w, in_h, out=None):
+def prepare_views(frame, plan, in_w, in_h, out=None, host=None):
     """All views of one BGR frame as one NCHW float32 RGB batch in 0..1, plus their transforms.
 
     ``out``: a C-contiguous (len(plan), 3, in_h, in_w) float32 array to fill and return (the pipeline
     reuses one across frames: a fresh 8 MB batch can cost its page faults, milliseconds), or a
     BatchBuffer, whose grey is left in place when the views sit where they sat in its last batch
-    (the same plan on a frame of the same size), else a new array.
+    (the same plan on a frame of the same size), else a new array. ``host``: an
+    edge.host_threads.HostThreads that builds the views in two halves at once (the same batch).
     """
     check_frame(frame)
     frame_h, frame_w = frame.shape[:2]
     transforms = [view_transform(frame_w, frame_h, v, in_w, in_h) for v in plan]
-    # Resize the frame once per size and orient the small image: flips and quarter turns commute with
-    # a bilinear resize to the swapped size, and turning a 1024 px frame costs more than the resize.
-    resized = {}
-    for t in transforms:
-        size = _unturned_size(t)
-        if size not in resized:
-            resized[size] = frame if size == (frame_w, frame_h) else cv2.resize(
-                frame, size, interpolation=cv2.INTER_LINEAR)
     kernels = native.active()
     if kernels is not None:
-        # One pass from the resized images to the float batch: no canvases, turned copies or transposes.
-        views = [(np.ascontiguousarray(resized[_unturned_size(t)]), t.view.hflip, t.view.rot90, t.geometry.left,
-                  t.geometry.top) for t in transforms]
-        if not isinstance(out, BatchBuffer):
-            return kernels.views_to_batch(views, in_h, in_w, PAD_VALUE, out), transforms
-        layout = (PAD_VALUE,) + tuple(t.geometry for t in transforms)
-        pad_in_place, out.layout = layout == out.layout, None  # unknown until the batch is whole
-        batch = kernels.views_to_batch(views, in_h, in_w, PAD_VALUE, out.array, pad_in_place=pad_in_place)
-        out.layout = layout
+        buffer = out if isinstance(out, BatchBuffer) else None
+        batch = np.empty((len(plan), 3, in_h, in_w), np.float32) if out is None else (
+            buffer.array if buffer is not None else out)
+        pad_in_place = False
+        if buffer is not None:
+            layout = (PAD_VALUE,) + tuple(t.geometry for t in transforms)
+            pad_in_place, buffer.layout = layout == buffer.layout, None  # unknown until the batch is whole
+        sizes = [_unturned_size(t) for t in transforms]
+
+        def build(start, end):
+            # One pass from the resized images to the float batch: no canvases, turned copies or transposes.
+            resized = _resized_once(frame, sizes[start:end])
+            views = [(resized[size], t.view.hflip, t.view.rot90, t.geometry.left, t.geometry.top)
+                     for size, t in zip(sizes[start:end], transforms[start:end])]
+            return kernels.views_to_batch(views, in_h, in_w, PAD_VALUE, batch[start:end], pad_in_place=pad_in_place)
+
+        if host is None:
+            build(0, len(plan))
+        else:
+            # A resize of the frame costs about two views' letterboxing: balance the halves on both.
+            host.halves(build, len(plan), lambda s, e: (e - s) + 2 * len(set(sizes[s:e]) - {(frame_w, frame_h)}))
+        if buffer is not None:
+            buffer.layout = layout
         return batch, transforms
+    # Resize the frame once per size and orient the small image: flips and quarter turns commute with
+    # a bilinear resize to the swapped size, and turning a 1024 px frame costs more than the resize.
+    resized = _resized_once(frame, [_unturned_size(t) for t in transforms])
     canvases = np.full((len(transforms), in_h, in_w, 3), PAD_VALUE, dtype=np.uint8)
     for canvas, t in zip(canvases, transforms):
         _paste(canvas, orient_image(resized[_unturned_size(t)], t.view), t.geometry)
@@ -249,6 +259,17 @@ def prepare_views(frame, plan, in_w, in_h, out=None):
     batch = images_to_batch(canvases, out.array)
     out.layout = (PAD_VALUE,) + tuple(t.geometry for t in transforms)
     return batch, transforms
+
+
+def _resized_once(frame, sizes):
+    """{(width, height): the frame resized (bilinear) to it, C-contiguous} for each distinct size."""
+    frame_h, frame_w = frame.shape[:2]
+    resized = {}
+    for size in sizes:
+        if size not in resized:
+            resized[size] = np.ascontiguousarray(frame) if size == (frame_w, frame_h) else cv2.resize(
+                frame, size, interpolation=cv2.INTER_LINEAR)
+    return resized
 
 
 def _unturned_size(transform):

@@ -121,6 +121,14 @@ def test_onnx_run_matches_torch(tiny, variant, n):
     np.testing.assert_allclose(out["output0"], _torch_out(tiny["module"], images), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("spin_wait, expected", [(None, "0"), (True, "1")])
+def test_onnx_threads_sleep_between_calls_unless_asked_to_spin(tiny, spin_wait, expected):
+    options = {} if spin_wait is None else {"spin_wait": spin_wait}
+    with open_backend(tiny["dynamic"], **options) as backend:
+        used = backend._session.get_session_options()
+        assert used.get_session_config_entry("session.intra_op.allow_spinning") == expected
+
+
 def test_onnx_fp16_io_is_converted_both_ways(tiny):
     images = _images(3, size=4)
     with open_backend(tiny["fp16"]) as backend:

@@ -199,3 +199,23 @@ def test_boxes_are_clipped_to_the_frame(tmp_path, variants):
     box = Detections([[700.0, 10.0, 768.0001, 50.0]], [0.9], [1])
     result = pipeline.fuse_models({v: box for v in variants}, (768, 432), "ensemble")
     assert len(result) == 1 and result.xyxy[0, 2] == 768.0 and result.xyxy.min() >= 0
+
+
+def test_two_host_threads_give_what_one_gives(tmp_path):
+    bundle = _bundle(tmp_path, tta="full")
+    frame = _frame_with_box()
+    results = []
+    for threads in (1, 2):
+        backends = collections.OrderedDict((m.name, FakeBackend(_bright_box_head, input_shape=(3, SIZE, SIZE)))
+                                           for m in bundle.models)
+        pipeline = Pipeline(bundle, backends, host_threads=threads)
+        try:
+            assert pipeline.host.threads == threads
+            results.append(pipeline.detect(frame, all_scores=True))
+        finally:
+            pipeline.close()
+    one, two = results
+    assert len(one) == 1
+    np.testing.assert_array_equal(one.xyxy, two.xyxy)
+    np.testing.assert_array_equal(one.score, two.score)
+    np.testing.assert_array_equal(one.class_id, two.class_id)

@@ -27,11 +27,15 @@ class OnnxRuntimeBackend(Backend):
     ``providers`` None picks TensorRT, CUDA, CPU in that order among the
     available ones. ``max_batch`` applies to a dynamic batch dimension only
     (default 8); for a fixed batch it must be None or equal to it.
+    ``spin_wait`` lets the session's threads spin between calls (ONNX Runtime's
+    default). Off by default here: between frames a spinning thread burns a core
+    of an energy-budgeted device for nothing, and it competes with the frame's
+    letterboxing, decoding and fusion for the cores (edge.host_threads).
     """
 
     name = "onnxruntime"
 
-    def __init__(self, path, providers=None, intra_op_threads=None, max_batch=None):
+    def __init__(self, path, providers=None, intra_op_threads=None, max_batch=None, spin_wait=False):
         super(OnnxRuntimeBackend, self).__init__()
         ort = _import_onnxruntime()
         self.model_path = str(path)
@@ -48,6 +52,7 @@ class OnnxRuntimeBackend(Backend):
         options = ort.SessionOptions()
         if intra_op_threads is not None:
             options.intra_op_num_threads = int(intra_op_threads)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
         try:
             self._session = ort.InferenceSession(self.model_path, sess_options=options, providers=list(providers))
         except Exception as e:  # onnxruntime raises its own pybind classes (InvalidProtobuf, Fail, ...)
