@@ -252,3 +252,12 @@ def test_gpu_server_target_trains_the_shore_model_from_its_yaml(specialized, tmp
     assert "yolo11n" in str(model.yaml.get("yaml_file"))
     assert read_json(out / "ensemble.json")["target"] == "gpu-server"
 
+
+
+def test_training_validates_at_the_device_nms_iou():
+    """ultralytics' own 0.7 made a variant's reported mAP50 and its best.pt choice differ from what the device runs."""
+    from edge.bundle import DEFAULT_NMS_IOU
+    from trainer.yolo import train_args
+
+    assert train_args(data="data.yaml")["iou"] == DEFAULT_NMS_IOU
+    assert train_args(iou=0.6)["iou"] == 0.6
