@@ -188,3 +188,22 @@ def test_fusion_weights_follow_each_models_map50():
     assert calibrate.fusion_weights({"recall": 0.3, "balanced": 0.6}, 0.0) == {"recall": 1.0, "balanced": 1.0}
     # Nothing scored: no evidence to weigh by, so equal weights.
     assert calibrate.fusion_weights({"recall": 0.0, "balanced": 0.0}, 2.0) == {"recall": 1.0, "balanced": 1.0}
+
+
+def test_profiles_fused_from_each_model_alone_equal_the_pipeline(assets):
+    """run_stages fuses single and ensemble from detect_alone's boxes: the same as running them again."""
+    variants = calibrate.read_export(assets["export"])
+    bundle = calibrate.deployed_bundle(variants, ["c%d" % i for i in range(NC)], {}, 0.001)
+    items = calibrate.calibration_items(assets["data"], "val", 5)
+    alone = calibrate.detect_alone(bundle, items, progress=False)
+    bundle = calibrate.with_fusion_weights(bundle, {"recall": 0.5, "balanced": 1.0, "precision": 0.8})
+    replayed = calibrate.run_stages(bundle, items, ["single", "ensemble"], progress=False, alone=alone)
+    ran = calibrate.run_stages(bundle, items, ["single", "ensemble"], progress=False)
+    boxes = 0
+    for profile in ("single", "ensemble"):
+        for a, b in zip(replayed[profile], ran[profile]):
+            np.testing.assert_array_equal(a.xyxy, b.xyxy)
+            np.testing.assert_array_equal(a.score, b.score)
+            np.testing.assert_array_equal(a.class_id, b.class_id)
+            boxes += len(a)
+    assert boxes > 0

@@ -81,9 +81,10 @@ def run_calibrate(config, export_dir, data, out_dir, resume=True, progress=True)
     os.makedirs(out_dir, exist_ok=True)
     bundle = deployed_bundle(variants, names, categories, section.decode_thr)
     ground_truth = [gt for _, gt in items]
-    model_map50 = models_map50(bundle, items, progress)
+    alone = detect_alone(bundle, items, progress)
+    model_map50 = models_map50(alone, ground_truth, bundle.num_classes)
     bundle = with_fusion_weights(bundle, fusion_weights(model_map50, section.fusion_weight_power))
-    raw = run_stages(bundle, items, stages_needed(profiles), progress)
+    raw = run_stages(bundle, items, stages_needed(profiles), progress, alone)
     fitted = {p: fit_profile(raw[p], ground_truth, bundle, p, section) for p in raw}
     calibrated = with_profiles(bundle, {p: ProfileSettings(np.asarray(f["temperatures"]), np.asarray(f["thresholds"]))
                                         for p, f in fitted.items()})
@@ -222,22 +223,27 @@ def deployed_bundle(variants, names, categories, decode_thr):
                                 base.fusion), default_profiles(models, len(names)))
 
 
-def models_map50(bundle, items, progress=True):
-    """{model: mAP50 of the model alone, original view} on the items, through the device's pipeline."""
+def detect_alone(bundle, items, progress=True):
+    """[{model: Detections} per image]: each model alone on the original view, through the device's pipeline
+    (Pipeline.detect_per_model): what the fusion weights are fitted on, and the single and ensemble
+    profiles fuse (run_stages)."""
     from tqdm import tqdm
 
     from edge.images import read_image
-    from edge.metrics import evaluate
     from edge.pipeline import Pipeline
 
-    per_model = collections.OrderedDict((m.name, []) for m in bundle.models)
     with Pipeline.open(bundle, backend="onnxruntime") as pipeline:
-        for path, _ in tqdm(items, desc="calibrate: each model alone", disable=not progress):
-            for name, found in pipeline.detect_per_model(read_image(path)).items():
-                per_model[name].append(found)
-    ground_truth = [gt for _, gt in items]
-    return collections.OrderedDict((name, float(evaluate(found, ground_truth, bundle.num_classes)["map50"]))
-                                   for name, found in per_model.items())
+        return [pipeline.detect_per_model(read_image(path))
+                for path, _ in tqdm(items, desc="calibrate: each model alone", disable=not progress)]
+
+
+def models_map50(alone, ground_truth, num_classes):
+    """{model: mAP50 of the model alone} from detect_alone's detections."""
+    from edge.metrics import evaluate
+
+    names = list(alone[0]) if alone else []
+    return collections.OrderedDict((name, float(evaluate([found[name] for found in alone], ground_truth,
+                                                         num_classes)["map50"])) for name in names)
 
 
 def fusion_weights(model_map50, power):
@@ -270,19 +276,30 @@ def with_profiles(bundle, settings):
                   bundle.fusion, profiles, bundle.deployment)
 
 
-def run_stages(bundle, items, profiles, progress=True):
-    """{profile: [Detections per image]}: every fused box (all_scores) of each single-stage profile, T = 1."""
+def run_stages(bundle, items, profiles, progress=True, alone=None):
+    """{profile: [Detections per image]}: every fused box (all_scores) of each single-stage profile, T = 1.
+
+    With `alone` (detect_alone's detections of the same items), the profiles on the original view only
+    (single, ensemble) fuse those instead of running the models again: the same calls on the same frames.
+    """
     from tqdm import tqdm
 
     from edge.images import read_image
     from edge.pipeline import Pipeline
+    from edge.profiles import profile_spec
 
     raw = {p: [] for p in profiles}
+    replayed = [p for p in profiles if alone is not None and profile_spec(bundle, p)[1] == "none"]
     with Pipeline.open(bundle, backend="onnxruntime") as pipeline:
-        for path, _ in tqdm(items, desc="calibrate: %s" % ", ".join(profiles), disable=not progress):
+        for i, (path, _) in enumerate(tqdm(items, desc="calibrate: %s" % ", ".join(profiles), disable=not progress)):
             frame = read_image(path)
             for p in profiles:
-                raw[p].append(run_profile(pipeline, frame, p, all_scores=True).detections)
+                if p in replayed:
+                    models = profile_spec(bundle, p)[0]
+                    found = collections.OrderedDict((m, alone[i][m]) for m in models)
+                    raw[p].append(pipeline.fuse_models(found, (frame.shape[1], frame.shape[0]), p))
+                else:
+                    raw[p].append(run_profile(pipeline, frame, p, all_scores=True).detections)
     return raw
 
 
