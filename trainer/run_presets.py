@@ -6,7 +6,7 @@ synthetic data comes with for the active-learning stage, whose own labels play t
 answer. `full` changes nothing: the config as written.
 
     smoke  3 classes at 96 px, 64 px training, one epoch per fit: the whole chain in minutes on 2 cores
-    demo   6 classes at 192 px, 11 baseline epochs, 2 per fine-tune: `make demo`, under 15 minutes on 2 cores
+    demo   6 classes at 192 px, 11 baseline epochs, 1 per fine-tune: `make demo`, under 15 minutes on 2 cores
     full   the configuration as written
 """
 import yaml
@@ -53,17 +53,17 @@ PRESETS = {
     # Sized for `make demo` under 15 minutes on a quiet 2-core machine: the baseline's epochs buy the accuracy
     # (the old demo's 15 epochs from scratch at 192 px reached mAP50 ~0.4); SSL, the fine-tunes and the
     # measuring stages get the least that still shows each step working.
-    # A fresh clone's demo took 16 min 12 s with 400 stills and 12 epochs (13.8 min of it the demo,
-    # the rest the install): 360 stills and 11 epochs buy back about two minutes.
-    "demo": {"pool_images": 120, "config": _merge(_chain(192, 16, 2, 11, 2, (160, 224)), {
+    # A fresh clone's demo took 16 min 3 s with 360 stills, 11 epochs and two epochs per variant (13.7 min of
+    # it the demo, 3.5 min of that the three variants, the rest the install): one epoch per variant.
+    "demo": {"pool_images": 120, "config": _merge(_chain(192, 16, 2, 11, 1, (160, 224)), {
         "synth": {"images": 360, "classes": 6, "imgsz": 192, "background_fraction": 0.08, "val_fraction": 0.2,
                   "sequences": 5, "sequence_length": 12},
         "ssl": dict(_TINY_SSL, epochs=1, batch_size=16, imgsz=64),
         "baseline": {"optimizer": "AdamW", "lr0": 0.003, "lrf": 0.2, "warmup_epochs": 1.0, "cache": True,
                      "patience": 0},
         "active": {"k": 40},
-        # every synthetic class is critical: oversampling lists nearly every image again, so one epoch per fit
-        "critical_species": {"oversample": 2, "epochs": 1},
+        # every synthetic class is critical: oversampling lists nearly every image again
+        "critical_species": {"oversample": 2},
         "calibration": {"images": 120, "min_matches": 10},
         "export": {"parity_images": 4, "max_tries": 2},
         "bundle": dict(_OPEN_GATE, energy_frames=5)})},
