@@ -185,6 +185,17 @@ def test_cli_refuses_bad_choices_and_data_inside_the_work_folder(tmp_path, capsy
     assert not os.path.exists(tmp_path / STATE_FILE)
 
 
+@pytest.mark.parametrize("preset", ["smoke", "demo", "real", "full"])
+def test_every_preset_is_a_valid_config(preset):
+    from trainer.config import load_config
+    from trainer.run_presets import preset_overrides
+
+    config = load_config(None, preset_overrides(preset))
+    if preset == "real":  # sized for a real data set on 2 CPU cores (see trainer/run_presets.py)
+        assert (config.baseline.model, config.baseline.imgsz, config.general.device) == ("yolov8n.yaml", 320, "cpu")
+        assert config.ssl.epochs > 1 and config.baseline.epochs > config.ensemble.epochs > 1
+
+
 # ----------------------------------------------------------------------------------------
 # The smoke preset, end to end
 
