@@ -76,6 +76,24 @@ def test_variant_ships_with_passing_parity_and_resumes(ensemble, tmp_path):
 
 
 @pytest.mark.slow
+def test_ship_fp16_puts_the_passing_twin_in_export_json(ensemble, tmp_path):
+    from edge.bundle import sha256_of
+
+    ensemble_dir, data = ensemble
+    out = str(tmp_path / "out")
+    result = stage.run_export(_config("export.ship_fp16=true"), ensemble_dir, data, out, progress=False)
+    (entry,) = result.variants
+    shipped = os.path.join(out, "balanced.fp16.onnx")
+    assert (entry["onnx"], entry["onnx_fp32"], entry["sha256"]) == ("balanced.fp16.onnx", "balanced.onnx",
+                                                                     sha256_of(shipped))
+    # the very model the parity check passed, about half the FP32 bytes
+    assert sha256_of(shipped) == sha256_of(os.path.join(out, "work", "balanced", "fp16_try1.onnx"))
+    assert os.path.getsize(shipped) < 0.6 * os.path.getsize(os.path.join(out, "balanced.onnx"))
+    assert "--onnx=balanced.onnx " in open(result.script).read()  # engines still build from FP32 weights
+    assert stage.run_export(_config(), ensemble_dir, data, out, progress=False).variants[0]["onnx"] == "balanced.onnx"
+
+
+@pytest.mark.slow
 def test_failing_parity_retries_with_the_head_in_fp32_then_refuses(ensemble, tmp_path):
     ensemble_dir, data = ensemble
     out = str(tmp_path / "out")

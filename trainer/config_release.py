@@ -40,6 +40,7 @@ class ExportConfig:
     fp32_layers: str = spec("detect_head")         # kept FP32 after a parity failure: detect_head (one more module per further try) or node names
     max_tries: int = spec(3, min=1)
     workspace_mb: int = spec(1024, min=16)         # TensorRT builder workspace (1 GB suits a 4 GB Nano)
+    ship_fp16: bool = spec(False)                  # the bundle gets the FP16 twin that passed parity (half the bytes)
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,12 @@ TensorRT: here the tail is checked up to the plugin boundary (tests/test_efficie
 Output under out_dir:
 
     <variant>.onnx              the model that ships (FP32 ONNX; FP16 is the engine's precision)
+    <variant>.fp16.onnx         with export.ship_fp16: its FP16 twin (the passing try's), which ships instead
     <variant>.nms.onnx          with export.efficient_nms: the same with the EfficientNMS_TRT tail
     work/<variant>/             FP16 twins and the pipelines' scratch files
     parity.json                 {variant: {"source_sha256", "settings", "passed", "tries": [...]}}
-    export.json                 variants (name, onnx, sha256, threshold, imgsz, batch, dynamic, fp32_layers,
+    export.json                 variants (name, onnx (the file that ships), sha256, onnx_fp32, threshold, imgsz,
+                                batch, dynamic, fp32_layers,
                                 parity, efficient_nms (null or its file, sha256, thresholds, outputs)),
                                 opset, tensorrt (version or null), engines (list or null)
     build_engines.sh            trtexec per model for the device (+ <variant>.fp32_layers.txt)
@@ -115,13 +117,29 @@ def export_variant(export, variant, out_dir, items, names, categories, records, 
                     name, onnx_path)
     final = record["tries"][-1]
     input_name, input_shape, outputs = onnx_io(onnx_path)
-    entry = {"name": name, "onnx": os.path.basename(onnx_path), "sha256": sha256_of(onnx_path),
+    shipped = write_fp16_twin(onnx_path, final["fp32_layers"]) if export.ship_fp16 else onnx_path
+    entry = {"name": name, "onnx": os.path.basename(shipped), "sha256": sha256_of(shipped),
+             "onnx_fp32": os.path.basename(onnx_path),
              "source": variant["weights"], "source_sha256": source, "threshold": variant["threshold"],
              "imgsz": imgsz, "batch": batch, "dynamic": export.dynamic, "fp32_layers": final["fp32_layers"],
              "parity": final["figures"], "parity_tries": len(record["tries"])}
     model = {"name": name, "onnx": onnx_path, "fp32_layers": final["fp32_layers"], "dynamic": export.dynamic,
              "shape": (3, imgsz, imgsz), "input": input_name, "input_shape": input_shape, "outputs": outputs}
     return entry, model
+
+
+def write_fp16_twin(onnx_path, fp32_layers):
+    """<variant>.fp16.onnx beside the FP32 ONNX: the twin of the passing parity try (the same conversion of the
+    same model keeping the same layers FP32), which calibration and the bundle then use; returns its path."""
+    import onnx
+
+    from trainer.fp16 import fp16_twin
+
+    path = os.path.splitext(onnx_path)[0] + ".fp16.onnx"
+    tmp = path + ".tmp"
+    onnx.save(fp16_twin(onnx.load(onnx_path), fp32_layers), tmp)
+    os.replace(tmp, path)
+    return path
 
 
 def nms_settings(config):
