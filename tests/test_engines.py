@@ -134,6 +134,16 @@ def test_script_without_fp32_layers_has_no_python_builder(tmp_path):
     assert "build_with_python" not in engines.build_script([_model("recall")], 1024)
 
 
+def test_the_script_embeds_edges_one_builder():
+    """trainer builds with edge's builder (edge.engine_build) and the script carries that module's source."""
+    import inspect
+
+    from edge import engine_build
+
+    assert engines.build_engine is engine_build.build_engine
+    assert inspect.getsource(engine_build) in engines.build_script([_model("precision", kept=KEPT)], 1024)
+
+
 @pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, ".venv36", "bin", "python")),
                     reason="no Python 3.6 environment (.venv36)")
 def test_embedded_builder_is_python36_code(tmp_path):

@@ -1,86 +1,27 @@
 """FP16 TensorRT engines of the exported models, or the commands that build them on the device.
 
 Engines are specific to the TensorRT version and GPU, so they are normally built on the Nano
-itself: build_engines.sh runs trtexec per model. Layers that failed FP16 parity stay FP32 as
-TensorRT layer precision constraints; trtexec only takes those from TensorRT 8.4 on
-(--layerPrecisions/--layerOutputTypes; the Nano's JetPack 4.6 has 8.2.1), so for such a model
-on 8.2 the script runs `build_engine` below with the device's python3 TensorRT bindings instead.
-`build_engine`'s source is embedded in the script as is, so it stays Python 3.6 code.
-Where `tensorrt` imports here (a Jetson or a GPU host), the same function builds them now.
-A model exported with an EfficientNMS_TRT tail (`export.efficient_nms`, trainer.efficient_nms)
-is built from its `<variant>.nms.onnx`; the builder registers TensorRT's plugins before parsing,
-as trtexec does itself.
+itself: build_engines.sh runs trtexec per model (or `edge bundle engines` builds those of a
+bundle). Layers that failed FP16 parity stay FP32 as TensorRT layer precision constraints;
+trtexec only takes those from TensorRT 8.4 on (--layerPrecisions/--layerOutputTypes; the Nano's
+JetPack 4.6 has 8.2.1), so for such a model on 8.2 the script runs edge's Python builder
+(edge.engine_build, the one builder of edge and trainer) with the device's python3 TensorRT
+bindings instead; the script embeds that module's source, so the export folder needs no reefwatch
+on the device. Where `tensorrt` imports here (a Jetson or a GPU host), the same builder builds
+them now. A model exported with an EfficientNMS_TRT tail (`export.efficient_nms`,
+trainer.efficient_nms) is built from its `<variant>.nms.onnx`; the builder registers TensorRT's
+plugins before parsing, as trtexec does itself.
 """
 import inspect
 import logging
 import os
 import shlex
 
+from edge import engine_build
+from edge.engine_build import DYNAMIC_MAX_BATCH, build_engine, tensorrt_module
 from trainer.errors import TrainerError
 
 logger = logging.getLogger(__name__)
-# A dynamic-batch engine's optimization profile covers the full TTA plan's 7 views (edge's ONNX
-# Runtime backend feeds at most 8 per call as well).
-DYNAMIC_MAX_BATCH = 8
-
-
-def build_engine(trt, onnx_path, engine_path, workspace_mb, fp32_layers=(), shape=None, max_batch=8):
-    """Build an FP16 engine from an ONNX file with the TensorRT module `trt` (8.2 to 10); returns a summary.
-
-    fp32_layers: layer (= ONNX node) names kept in FP32 by precision constraints. shape: (C, H, W) for
-    an input with a dynamic batch (a profile from 1 to max_batch); None for a static one.
-    """
-    log = trt.Logger(trt.Logger.WARNING)
-    # The ONNX parser finds plugin ops (EfficientNMS_TRT) only in a registry filled by this call.
-    trt.init_libnvinfer_plugins(log, "")
-    builder = trt.Builder(log)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
-    parser = trt.OnnxParser(network, log)
-    with open(onnx_path, "rb") as fh:
-        if not parser.parse(fh.read()):
-            errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-            raise RuntimeError("TensorRT cannot parse %s: %s" % (onnx_path, "; ".join(errors)))
-    config = builder.create_builder_config()
-    if hasattr(config, "set_memory_pool_limit"):      # 8.4+; max_workspace_size is gone in 10
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    else:                                              # 8.2 (JetPack 4.6)
-        config.max_workspace_size = int(workspace_mb) << 20
-    config.set_flag(trt.BuilderFlag.FP16)
-    kept = set(fp32_layers)
-    constrained = 0
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        floats = [j for j in range(layer.num_outputs) if layer.get_output(j).dtype in (trt.float32, trt.float16)]
-        if layer.name in kept and floats:
-            layer.precision = trt.float32
-            for j in floats:
-                layer.set_output_type(j, trt.float32)
-            constrained += 1
-    if constrained:
-        # Without this flag the builder treats precisions as hints and may still pick FP16 kernels.
-        flag = getattr(trt.BuilderFlag, "OBEY_PRECISION_CONSTRAINTS", None) or trt.BuilderFlag.STRICT_TYPES
-        config.set_flag(flag)
-    if shape is not None:
-        profile = builder.create_optimization_profile()
-        name = network.get_input(0).name
-        profile.set_shape(name, (1,) + tuple(shape), (max_batch,) + tuple(shape), (max_batch,) + tuple(shape))
-        config.add_optimization_profile(profile)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise RuntimeError("TensorRT could not build an engine from %s (see its log above)" % onnx_path)
-    with open(engine_path, "wb") as fh:
-        fh.write(plan)
-    return {"engine": engine_path, "tensorrt": trt.__version__, "fp16": True, "workspace_mb": int(workspace_mb),
-            "fp32_layers": len(kept), "constrained_layers": constrained}
-
-
-def tensorrt_module():
-    """The tensorrt module where it imports (a Jetson, a GPU host), else None."""
-    try:
-        import tensorrt
-    except ImportError:
-        return None
-    return tensorrt
 
 
 def engine_onnx(model):
@@ -219,7 +160,7 @@ def build_script(models, workspace_mb):
     nms_onnx (optional)]."""
     text = _SCRIPT_HEAD % {"workspace": workspace_mb}
     if any(model["fp32_layers"] for model in models):
-        text += _BUILDER_HEAD + inspect.getsource(build_engine) + _BUILDER_TAIL
+        text += _BUILDER_HEAD + inspect.getsource(engine_build) + _BUILDER_TAIL
     for model in models:
         text += "\n".join(_model_block(model, workspace_mb)) + "\n"
     return text + 'echo "built %d engine(s)" >&2\n' % len(models)
