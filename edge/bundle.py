@@ -17,6 +17,10 @@ Two thresholds, never one (schema 2):
   variants' 0.15 / 0.25 / 0.40), the default of the single profile.
 Schema 1 bundles load unchanged in behaviour: their per-model `conf_thr` was
 applied at decoding, their `fusion.score_thr` after fusion.
+
+A model's optional `engine` {file, sha256, tensorrt version} is built on the
+device (edge.bundle_engines), keeping its optional `fp32_layers` (those the
+trainer's FP16 parity check kept FP32) in FP32; `auto` prefers the engine.
 """
 import collections
 import hashlib
@@ -54,8 +58,8 @@ DEFAULT_FUSED_THR = 0.15
 
 ModelSpec = collections.namedtuple(
     "ModelSpec", "name variant path sha256 format input_size batch decode_thr iou_thr fusion_weight engine_path "
-                 "operating_thr multi_label")
-ModelSpec.__new__.__defaults__ = (None, False)  # operating_thr: the variant's default; best class only
+                 "operating_thr multi_label fp32_layers")
+ModelSpec.__new__.__defaults__ = (None, False, ())  # operating_thr: the variant's default; best class; no FP32 layers
 ClassSpec = collections.namedtuple("ClassSpec", "id name category")
 ProfileSettings = collections.namedtuple("ProfileSettings", "temperatures thresholds")
 
@@ -160,6 +164,9 @@ def _parse_model(entry, index, root, verify, version):
         engine_digest = field.text(field.require(engine, "sha256", where + ".engine"), where + ".engine.sha256")
         if verify and sha256_of(engine_path) != engine_digest:
             raise BundleError("%s: checksum of engine %s does not match the manifest" % (where, engine_path))
+        if engine.get("tensorrt") is not None:
+            field.text(engine["tensorrt"], where + ".engine.tensorrt")
+    fp32_layers = tuple(field.layer_names(entry.get("fp32_layers", []), where + ".fp32_layers"))
     fmt = field.choice(field.require(entry, "format", where), sorted(set(FORMATS.values())), where + ".format")
     if version == 1:  # schema 1 decoded at its one threshold, best class only, no operating point per model
         decode_thr = field.probability(entry.get("conf_thr", 0.25), where + ".conf_thr")
@@ -172,7 +179,7 @@ def _parse_model(entry, index, root, verify, version):
     return ModelSpec(name, variant, path, digest, fmt, size, batch, decode_thr,
                      field.probability(entry.get("iou_thr", DEFAULT_NMS_IOU), where + ".iou_thr"),
                      field.number(entry.get("fusion_weight", 1.0), where + ".fusion_weight", 0.0, 1000.0),
-                     engine_path, operating_thr, multi_label)
+                     engine_path, operating_thr, multi_label, fp32_layers)
 
 
 def _file_in_bundle(root, relative, where):

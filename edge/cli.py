@@ -1,4 +1,4 @@
-"""`python -m edge` / `reefwatch-edge`: bundle, detect, power, serve.
+"""`python -m edge` / `reefwatch-edge`: bundle (build, verify, engines), detect, power, serve.
 
 Each command is an (add_parser, run) pair; main() turns EdgeError and
 argparse's usage errors into one line on stderr ("reefwatch-edge COMMAND:
@@ -6,17 +6,19 @@ error: ...") and exit status 2, never a traceback for bad input.
 """
 import argparse
 import logging
+import os
 import sys
 
 from edge.console import OneLineParser, one_line, printable
+from edge.engine_build import DEFAULT_WORKSPACE_MB
 from edge.errors import EdgeError
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 
 def _add_bundle(subparsers):
-    bundle = subparsers.add_parser("bundle", help="build or verify a model bundle")
-    actions = bundle.add_subparsers(dest="bundle_command", metavar="{build,verify}")
+    bundle = subparsers.add_parser("bundle", help="build or verify a model bundle, or build its TensorRT engines")
+    actions = bundle.add_subparsers(dest="bundle_command", metavar="{build,verify,engines}")
     actions.required = True
     build = actions.add_parser(
         "build", help="bundle ONNX/engine models with their classes",
@@ -54,6 +56,18 @@ def _add_bundle(subparsers):
     verify.add_argument("bundle", help="bundle folder or .tar.gz")
     verify.add_argument("--backend", default="onnxruntime", choices=BACKENDS,
                         help="backend to run each model once on (checks outputs against the classes)")
+    engines = actions.add_parser(
+        "engines", help="build the bundle's TensorRT engines on this device and record them in its manifest",
+        description="Build an FP16 TensorRT engine (models/NAME.engine) from each ONNX model of a bundle folder "
+                    "that has none, keeping the model's fp32_layers in FP32, and record each engine (file, sha256, "
+                    "TensorRT version) in manifest.json; the auto backend then runs them. Engines only load under "
+                    "the TensorRT version and on the GPU that built them: run this on the Jetson. A failed build "
+                    "changes nothing.")
+    engines.add_argument("bundle", help="bundle folder (extract a .tar.gz first)")
+    engines.add_argument("--workspace-mb", type=number_type(1, integer=True), default=DEFAULT_WORKSPACE_MB,
+                         help="TensorRT builder workspace in MiB (default %d: a 4 GB Nano runs out of memory "
+                              "without a limit)" % DEFAULT_WORKSPACE_MB)
+    engines.add_argument("--force", action="store_true", help="rebuild the engines of models that have one")
 
 
 def number_type(minimum=None, maximum=None, integer=False, strict_minimum=False):
@@ -93,6 +107,8 @@ def _run_bundle(args, out):
 
     if args.bundle_command == "verify":
         return _verify_bundle(args, out)
+    if args.bundle_command == "engines":
+        return _bundle_engines(args, out)
     if not 0.0 <= args.decode_thr <= 1.0:
         raise EdgeError("--decode-thr %r: expected a score in [0, 1], typically 0.001-0.05" % args.decode_thr)
     classes = read_classes(args.classes, critical=_names(args.critical), important=_names(args.important))
@@ -110,6 +126,25 @@ def _run_bundle(args, out):
     return 0
 
 
+def _bundle_engines(args, out):
+    from edge.bundle import MANIFEST
+    from edge.bundle_engines import build_bundle_engines
+
+    def report(engine):
+        out.write(printable("  %s: %s, %.1f s, %.1f MB (TensorRT %s, %d layers FP32)\n" % (
+            engine.name, engine.file, engine.build_s, engine.size_bytes / 1e6, engine.tensorrt,
+            engine.constrained_layers)))
+        out.flush()
+
+    built = build_bundle_engines(args.bundle, workspace_mb=args.workspace_mb, force=args.force, on_built=report)
+    manifest = os.path.join(os.path.abspath(args.bundle), MANIFEST)
+    if not built:
+        out.write(printable("every model of %s has an engine already; --force rebuilds them\n" % manifest))
+    else:
+        out.write(printable("recorded %d engine(s) in %s\n" % (len(built), manifest)))
+    return 0
+
+
 def _verify_bundle(args, out):
     from edge.bundle import gate_warning, load_bundle
     from edge.pipeline import Pipeline
@@ -119,8 +154,9 @@ def _verify_bundle(args, out):
         pass  # opening runs each model once and checks its output against the classes
     out.write("ok: %s (schema %d)\n  models: %s\n  classes: %d (%d critical)\n  tta: %s\n" % (
         bundle.root, bundle.schema_version,
-        ", ".join("%s %s %dx%d decode>=%g alone>=%g" % (m.name, m.format, m.input_size[1], m.input_size[0],
-                                                       m.decode_thr, m.operating_thr) for m in bundle.models),
+        ", ".join("%s %s%s %dx%d decode>=%g alone>=%g" % (m.name, m.format, "+engine" if m.engine_path else "",
+                                                         m.input_size[1], m.input_size[0], m.decode_thr,
+                                                         m.operating_thr) for m in bundle.models),
         bundle.num_classes, len(bundle.ids_in("critical")), ", ".join(v.name for v in bundle.plan)))
     for name in sorted(bundle.profiles):
         settings = bundle.profiles[name]

@@ -5,6 +5,7 @@ models[1].decode_thr"), and raises BundleError saying what was found and what
 is expected. JSON gives ints, floats, strings, bools, lists and dicts; bool is
 never accepted as a number.
 """
+import collections
 import math
 
 from edge.errors import BundleError
@@ -16,6 +17,8 @@ MAX_INPUT_SIDE_PX = 4096
 INPUT_STRIDE_PX = 32
 MAX_CLASSES = 10000
 MAX_MODELS = 16
+# A YOLOv8x graph has about 500 nodes; a longer list is not a layer list.
+MAX_LAYER_NAMES = 10000
 
 
 def _is_number(value):
@@ -112,6 +115,15 @@ def input_size(value, where):
         if side % INPUT_STRIDE_PX:
             raise BundleError("%s[%d] is %d; YOLO inputs are multiples of %d px" % (where, i, side, INPUT_STRIDE_PX))
     return tuple(size)
+
+
+def layer_names(value, where):
+    """A list of network layer (ONNX node) names, each a non-empty string, none repeated."""
+    names = [text(name, "%s[%d]" % (where, i)) for i, name in enumerate(array(value, where, MAX_LAYER_NAMES))]
+    repeated = sorted(n for n, count in collections.Counter(names).items() if count > 1)
+    if repeated:
+        raise BundleError("%s lists %s more than once; name each layer once" % (where, repeated))
+    return names
 
 
 def _shown(value):

@@ -194,7 +194,7 @@ CASES = [
     ("no-command", [], "{bundle,detect,power,serve}", None),
     ("unknown-command", ["frobnicate"], "invalid choice: 'frobnicate'", None),
     ("unknown-flag", ["power", "--bogus"], "unrecognized arguments: --bogus", None),
-    ("bundle-no-action", ["bundle"], "{build,verify}", None),
+    ("bundle-no-action", ["bundle"], "{build,verify,engines}", None),
     ("bundle-unknown-action", ["bundle", "rebuild"], "invalid choice: 'rebuild'", None),
     # --- bundle build ---
     ("build-classes-missing-flag", ["bundle", "build", "--model", "balanced={onnx}", "--out", "{out}"],
@@ -245,6 +245,11 @@ CASES = [
     ("build-operating-thr-text", BUILD + ["--operating-thr", "single=high"], "single", None),
     ("build-out-is-a-file", BUILD[:7] + ["{file}"], "plain.txt", None),
     ("build-out-not-empty", BUILD[:7] + ["{bundle}"], "bundle", None),
+    # --- bundle engines (refused before TensorRT is looked for) ---
+    ("engines-no-bundle", ["bundle", "engines"], "bundle", None),
+    ("engines-workspace-zero", ["bundle", "engines", "{bundle}", "--workspace-mb", "0"], "--workspace-mb", None),
+    ("engines-missing", ["bundle", "engines", "{missing}"], "missing does not exist", None),
+    ("engines-an-archive", ["bundle", "engines", "{garbage_tgz}"], "extract it first", None),
     # --- bundle verify ---
     ("verify-no-bundle", ["bundle", "verify"], "bundle", None),
     ("verify-missing", ["bundle", "verify", "{missing}"], "missing", None),
