@@ -256,3 +256,45 @@ def test_checksum_mismatch_is_refused(chain, tmp_path):
         fh.write(b"\0")
     with pytest.raises(TrainerError, match="does not match its sha256"):
         run_bundle(config(), export, chain.calibration, chain.data, str(tmp_path / "out"))
+
+
+def _export_keeping(chain, folder, kept):
+    """A copy of the chain's export folder whose export.json gives each variant the fp32_layers `kept[variant]`."""
+    shutil.copytree(chain.export, folder)
+    path = os.path.join(folder, "export.json")
+    with open(path) as fh:
+        export = json.load(fh)
+    for entry in export["variants"]:
+        entry["fp32_layers"] = kept.get(entry["name"], [])
+    with open(path, "w") as fh:
+        json.dump(export, fh)
+    return folder
+
+
+@pytest.mark.slow
+def test_fp32_layers_go_from_export_json_through_the_bundle_to_the_device_build(chain, tmp_path, monkeypatch):
+    import onnx
+
+    from edge.bundle_engines import build_bundle_engines
+    from tests.fakes.gpu import FakeGpu
+    from tests.fakes.tensorrt_builder import install_builder
+
+    convs = [n.name for n in onnx.load(os.path.join(chain.export, "precision.onnx")).graph.node if n.op_type == "Conv"]
+    kept = {"recall": convs[-1:], "balanced": [], "precision": convs[-2:]}
+    export = _export_keeping(chain, str(tmp_path / "export"), kept)
+    result = run_bundle(config(*PASSING), export, chain.calibration, chain.data, str(tmp_path / "out"), force=True,
+                        meter="estimated", progress=False)
+    assert {m["variant"]: m["fp32_layers"] for m in _manifest(result.bundle_dir)["models"]} == kept
+    trt = install_builder(FakeGpu(api="8.2").install(monkeypatch))
+    built = build_bundle_engines(result.bundle_dir, trt=trt)
+    networks = [event[1] for event in trt.Builder.gpu.log if event[0] == "build"]
+    constrained = [[layer.name for layer in net.layers if layer.precision == trt.float32] for net in networks]
+    assert dict(zip([engine.name for engine in built], constrained)) == kept
+    assert {m.variant: list(m.fp32_layers) for m in load_bundle(result.bundle_dir).models} == kept
+
+
+def test_fp32_layers_that_are_no_list_of_names_are_refused(chain, tmp_path):
+    export = _export_keeping(chain, str(tmp_path / "export"), {"balanced": "detect_head"})
+    with pytest.raises(TrainerError, match="fp32_layers 'detect_head'; expected a list of layer names"):
+        run_bundle(config(), export, chain.calibration, chain.data, str(tmp_path / "out"))
+    assert not os.path.exists(str(tmp_path / "out"))

@@ -64,7 +64,7 @@ def _read_json(folder, name, stage):
 
 
 def read_export(export_dir):
-    """[(variant, onnx path, threshold, fusion weight)] and the shared imgsz from export.json."""
+    """[(variant, onnx path, threshold, fusion weight, FP32 layer names)] and the shared imgsz from export.json."""
     export = _read_json(export_dir, EXPORT_FILE, "export")
     variants = export.get("variants") if isinstance(export, dict) else None
     if not isinstance(variants, list) or not variants:
@@ -82,7 +82,11 @@ def read_export(export_dir):
         if entry.get("sha256") and sha256_of(path) != entry["sha256"]:
             raise TrainerError("%s: %s does not match its sha256 in export.json; rerun `trainer export`"
                                % (where, path))
-        models.append((name, path, entry.get("threshold"), float(entry.get("fusion_weight", 1.0))))
+        fp32_layers = entry.get("fp32_layers") or []
+        if not isinstance(fp32_layers, list) or not all(isinstance(n, str) and n for n in fp32_layers):
+            raise TrainerError("%s: fp32_layers %r; expected a list of layer names; rerun `trainer export`"
+                               % (where, fp32_layers))
+        models.append((name, path, entry.get("threshold"), float(entry.get("fusion_weight", 1.0)), fp32_layers))
     return models, variants[0].get("imgsz")
 
 
@@ -229,10 +233,10 @@ def run_bundle(config, export_dir, calibration_dir, data, out_dir, force=False, 
     staging = tempfile.mkdtemp(prefix=".bundle-staging-", dir=out_dir)
     try:
         staged = build_bundle(
-            os.path.join(staging, BUNDLE_DIR), [(v, p) for v, p, _, _ in models], classes, tta=tta,
+            os.path.join(staging, BUNDLE_DIR), [(v, p) for v, p, _, _, _ in models], classes, tta=tta,
             target=section.target, decode_thr=config.calibration.decode_thr,
-            operating_thr={v: t for v, _, t, _ in models if t is not None}, thresholds=thresholds,
-            temperatures=temperatures, weights={v: fitted_weights.get(v, w) for v, _, _, w in models},
+            operating_thr={v: t for v, _, t, _, _ in models if t is not None}, thresholds=thresholds,
+            temperatures=temperatures, weights={v: fitted_weights.get(v, w) for v, _, _, w, _ in models},
             deployment=deployment_profile(section), imgsz=imgsz, calibration_method=method)
         accuracy, energy = _measure(config, staged, data, profiles, meter, _bar(progress))
         default, verdict = judge(config, accuracy, energy, profiles)
@@ -243,6 +247,9 @@ def run_bundle(config, export_dir, calibration_dir, data, out_dir, force=False, 
                                "bundle.budget_wh_day) or pass --force to ship it marked failing"
                                % "; ".join(verdict["failures"]))
         manifest = dict(staged.manifest)
+        # What the FP16 parity check kept FP32, for the engines the device builds (`edge bundle engines`).
+        fp32_layers = {v: layers for v, _, _, _, layers in models}
+        manifest.update(models=[dict(m, fp32_layers=fp32_layers[m["variant"]]) for m in manifest["models"]])
         manifest.update(accuracy=accuracy, energy=energy, default_profile=default,
                         gate={"passed": verdict["passed"], "failures": verdict["failures"],
                               "forced": verdict["forced"], "profile": default})
