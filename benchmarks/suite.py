@@ -140,7 +140,8 @@ def run_suite(args, command):
         energy = suite_measure.measure_energy(pipeline, frames, profiles, args.frames, args.meter, deployment,
                                               args.idle_seconds, progress)
     decode_thr = [m.decode_thr for m in bundle.models] if args.decode_thr is None else args.decode_thr
-    results = {"provenance": provenance(command), "bundle": bundle.root, "data": os.path.abspath(args.data),
+    # The paths as given (the command is in the provenance): a committed report names no machine's folders.
+    results = {"provenance": provenance(command), "bundle": args.bundle, "data": args.data,
                "split": args.split, "images": len(items), "frames": args.frames, "decode_thr": decode_thr,
                "profiles": profiles, "single_model": single_model(bundle).variant, "accuracy": accuracy,
                "latency": latency, "energy": energy, "daemon": None, "comparison": None}
