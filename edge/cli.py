@@ -11,7 +11,8 @@ import sys
 
 from edge.console import OneLineParser, one_line, printable
 from edge.engine_build import DEFAULT_WORKSPACE_MB
-from edge.errors import EdgeError
+from edge.errors import ConfigError, EdgeError
+from edge.profiles import PROFILES
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
@@ -191,8 +192,13 @@ def _add_detect(subparsers):
                         help="image, folder of images, or video file; unreadable frames are skipped and listed "
                              "(exit status 2 when none could be read)")
     detect.add_argument("--out", required=True, help="COCO-style results JSON file to write (not a folder)")
-    detect.add_argument("--tta", default=None, help="none, flip, full (default: the bundle's plan)")
-    detect.add_argument("--models", default=None, help="comma-separated subset of the bundle's models")
+    detect.add_argument("--profile", default=None, choices=PROFILES,
+                        help="inference profile to run, the cascade included (default: the bundle's default "
+                             "profile, the one its figures were validated at; without one, --models and --tta)")
+    detect.add_argument("--tta", default=None, help="none, flip, full (default: the bundle's plan); not with "
+                                                    "--profile")
+    detect.add_argument("--models", default=None, help="comma-separated subset of the bundle's models; not with "
+                                                       "--profile")
     detect.add_argument("--backend", default="auto", choices=BACKENDS)
     detect.add_argument("--save-images", default=None, metavar="DIR",
                         help="folder (created if absent) for frames with boxes drawn")
@@ -213,14 +219,22 @@ def _run_detect(args, out):
     from edge.images import display_name
     from edge.pipeline import Pipeline
 
+    if args.profile is not None and (args.tta is not None or args.models is not None):
+        raise ConfigError("--profile %s picks the models and views itself; drop --tta/--models, or drop --profile "
+                          "to choose them" % args.profile)
     check_outputs(args.out, args.save_images)  # before loading models: a typo costs nothing
     bundle = load_bundle(args.bundle)
     coco_ids = CocoIds(args.coco_gt, bundle.names) if args.coco_gt else None
     models = args.models.split(",") if args.models else None
+    profile = args.profile
+    if profile is None and args.tta is None and models is None:
+        profile = bundle.default_profile  # what the bundle's figures (and the daemon's default) stand for
     with Pipeline.open(bundle, backend=args.backend, decode_thr=args.decode_thr) as pipeline:
         summary = run_detect(pipeline, args.source, args.out, models=models, plan=args.tta,
                              save_images=args.save_images, progress=_progress(out), draw_thr=args.draw_thr,
-                             all_scores=args.all_scores, coco_ids=coco_ids)
+                             all_scores=args.all_scores, coco_ids=coco_ids, profile=profile)
+    if profile is not None:
+        out.write("profile %s\n" % profile)
     encoding = getattr(out, "encoding", None) or "utf-8"
 
     def write(text):  # names may hold any bytes: escape what the output cannot carry instead of failing

@@ -145,9 +145,11 @@ def draw_detections(frame, detections, names, categories=None):
 
 
 def run_detect(pipeline, source, out_path, models=None, plan=None, save_images=None, progress=None, draw_thr=0.25,
-               max_pixels=MAX_PIXELS, min_side=MIN_SIDE_PX, all_scores=False, coco_ids=None):
+               max_pixels=MAX_PIXELS, min_side=MIN_SIDE_PX, all_scores=False, coco_ids=None, profile=None):
     """Detect over a source; returns a summary dict. Unreadable frames are skipped and counted.
 
+    `profile` (an inference profile, the cascade included, with the daemon's cascade settings) runs
+    each frame as the daemon would run that profile; else `models` and `plan` pick the pipeline call.
     The results hold what the device reports (the profile's operating
     points), or with `all_scores` every fused box (RESULTS_FORMAT); image and
     category ids come from `coco_ids` (a CocoIds) when given, and a frame
@@ -164,6 +166,7 @@ def run_detect(pipeline, source, out_path, models=None, plan=None, save_images=N
     bundle = pipeline.bundle
     names = bundle.names
     categories = {c.id: c.category for c in bundle.classes}
+    detect = frame_detector(pipeline, models, plan, profile, all_scores)
     results, skipped, frames = [], [], 0
     if save_images:
         os.makedirs(save_images, exist_ok=True)
@@ -175,7 +178,7 @@ def run_detect(pipeline, source, out_path, models=None, plan=None, save_images=N
                 frame, error = None, "no image of this file name in the --coco-gt file"
         if frame is not None:
             try:
-                detections = pipeline.detect(frame, models=models, plan=plan, all_scores=all_scores)
+                detections = detect(frame)
             except FrameError as e:  # one frame the pipeline cannot take: skip it, keep the run
                 error = str(e)
         if detections is None:
@@ -192,6 +195,17 @@ def run_detect(pipeline, source, out_path, models=None, plan=None, save_images=N
     _write_json_atomically(out_path, results)
     return {"frames": frames, "skipped": len(skipped), "skipped_files": skipped, "detections": len(results),
             "results": out_path, "warnings": notes}
+
+
+def frame_detector(pipeline, models=None, plan=None, profile=None, all_scores=False):
+    """frame -> Detections: `profile` through run_profile (the cascade with the daemon's default settings, as
+    the trainer's and the benchmarks' figures score it), else pipeline.detect with `models` and `plan`."""
+    if profile is None:
+        return lambda frame: pipeline.detect(frame, models=models, plan=plan, all_scores=all_scores)
+    from edge.profiles import CASCADE, cascade_settings, check_profile, run_profile
+
+    settings = cascade_settings(pipeline.bundle) if check_profile(profile) == CASCADE else None
+    return lambda frame: run_profile(pipeline, frame, profile, settings, all_scores=all_scores).detections
 
 
 def check_outputs(out_path, save_images=None):

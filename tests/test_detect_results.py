@@ -83,3 +83,46 @@ def test_bad_coco_gt_is_one_clear_error(setup, tmp_path, capsys, content, messag
                  "--coco-gt", str(path)])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def two_model_bundle(tmp_path_factory):
+    """Two variants (different seeds) under the flip plan, whose manifest names ensemble_flip its default profile."""
+    root = tmp_path_factory.mktemp("profiles")
+    models = [("balanced", head_model(str(root / "balanced.onnx"))),
+              ("recall", head_model(str(root / "recall.onnx"), seed=1))]
+    bundle = build_bundle(str(root / "bundle"), models, CLASSES, tta="flip",
+                          thresholds={"single": 0.7, "ensemble_flip": 0.4})
+    path = root / "bundle" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["default_profile"] = "ensemble_flip"
+    path.write_text(json.dumps(manifest))
+    frames = str(root / "frames")
+    write_frames(frames, 3)
+    return bundle.root, frames
+
+
+def _run(bundle_dir, frames, tmp_path, *extra):
+    out = str(tmp_path / ("r%d.json" % len(list(tmp_path.iterdir()))))
+    assert main(["detect", "--bundle", bundle_dir, "--source", frames, "--out", out] + list(extra)) == 0
+    with open(out) as f:
+        return sorted((r["file_name"], r["class_id"], r["score"]) for r in json.load(f))
+
+
+def test_no_flags_run_the_bundles_default_profile(two_model_bundle, tmp_path, capsys):
+    bundle_dir, frames = two_model_bundle
+    default = _run(bundle_dir, frames, tmp_path)
+    assert "profile ensemble_flip" in capsys.readouterr().out
+    assert default and default == _run(bundle_dir, frames, tmp_path, "--profile", "ensemble_flip")
+    assert default != _run(bundle_dir, frames, tmp_path, "--profile", "single")
+    # the models and views by hand are the pipeline call without a profile
+    assert _run(bundle_dir, frames, tmp_path, "--tta", "flip") == default
+    assert _run(bundle_dir, frames, tmp_path, "--profile", "cascade", "--all-scores")
+
+
+def test_profile_with_tta_or_models_is_refused(two_model_bundle, tmp_path, capsys):
+    bundle_dir, frames = two_model_bundle
+    out = str(tmp_path / "r.json")
+    assert main(["detect", "--bundle", bundle_dir, "--source", frames, "--out", out, "--profile", "single",
+                 "--tta", "none"]) == 2
+    assert "drop --tta/--models" in capsys.readouterr().err
