@@ -31,13 +31,13 @@ import os
 import shutil
 import tempfile
 
-from edge.bundle import CALIBRATED_PROFILES, VARIANTS, sha256_of, write_bundle
+from edge.bundle import CALIBRATED_PROFILES, write_bundle
 from edge.profiles import PROFILES
 from trainer import gate
 from trainer.errors import TrainerError
 
 logger = logging.getLogger(__name__)
-EXPORT_FILE, CALIBRATION_FILE = "export.json", "calibration.json"
+CALIBRATION_FILE = "calibration.json"
 BUNDLE_DIR, REPORT, SUMMARY = "bundle", "report.md", "bundle.json"
 SPLIT = "val"
 
@@ -65,28 +65,11 @@ def _read_json(folder, name, stage):
 
 def read_export(export_dir):
     """[(variant, onnx path, threshold, fusion weight, FP32 layer names)] and the shared imgsz from export.json."""
-    export = _read_json(export_dir, EXPORT_FILE, "export")
-    variants = export.get("variants") if isinstance(export, dict) else None
-    if not isinstance(variants, list) or not variants:
-        raise TrainerError("%s lists no variants; expected {\"variants\": [{\"name\", \"onnx\", ...}]}"
-                           % os.path.join(export_dir, EXPORT_FILE))
-    models = []
-    for i, entry in enumerate(variants):
-        where = "%s variants[%d]" % (os.path.join(export_dir, EXPORT_FILE), i)
-        name = entry.get("name") if isinstance(entry, dict) else None
-        if name not in VARIANTS:
-            raise TrainerError("%s: name %r; the device runs the variants %s" % (where, name, ", ".join(VARIANTS)))
-        path = os.path.join(export_dir, str(entry.get("onnx", "")))
-        if not os.path.isfile(path):
-            raise TrainerError("%s: model file %s is missing; rerun `trainer export`" % (where, path))
-        if entry.get("sha256") and sha256_of(path) != entry["sha256"]:
-            raise TrainerError("%s: %s does not match its sha256 in export.json; rerun `trainer export`"
-                               % (where, path))
-        fp32_layers = entry.get("fp32_layers") or []
-        if not isinstance(fp32_layers, list) or not all(isinstance(n, str) and n for n in fp32_layers):
-            raise TrainerError("%s: fp32_layers %r; expected a list of layer names; rerun `trainer export`"
-                               % (where, fp32_layers))
-        models.append((name, path, entry.get("threshold"), float(entry.get("fusion_weight", 1.0)), fp32_layers))
+    from trainer.export_record import read_export_variants
+
+    variants = read_export_variants(export_dir)
+    models = [(v["name"], v["onnx"], v["threshold"], float(v.get("fusion_weight", 1.0)), v["fp32_layers"])
+              for v in variants]
     return models, variants[0].get("imgsz")
 
 

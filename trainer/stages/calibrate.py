@@ -143,29 +143,10 @@ def check_split(split):
 
 
 def read_export(export_dir):
-    """The variants of export_dir/export.json with their onnx paths resolved and present."""
-    path = os.path.join(export_dir, "export.json")
-    if not os.path.isfile(path):
-        raise TrainerError("%s has no export.json; run `trainer export` first and pass its --out" % export_dir)
-    with open(path) as fh:
-        try:
-            variants = json.load(fh).get("variants")
-        except ValueError as e:
-            raise TrainerError("%s is not JSON (%s); rerun `trainer export`" % (path, e)) from e
-    if not isinstance(variants, list) or not variants:
-        raise TrainerError("%s lists no variants; expected {'variants': [{name, onnx, threshold, imgsz}, ...]}"
-                           % path)
-    out = []
-    for i, v in enumerate(variants):
-        missing = [k for k in ("name", "onnx", "threshold") if k not in v]
-        if missing:
-            raise TrainerError("%s variants[%d] lacks %s; rerun `trainer export`" % (path, i, ", ".join(missing)))
-        onnx = v["onnx"] if os.path.isabs(v["onnx"]) else os.path.join(export_dir, v["onnx"])
-        if not os.path.isfile(onnx):
-            raise TrainerError("%s variants[%d] (%s): model %s does not exist; rerun `trainer export`"
-                               % (path, i, v["name"], onnx))
-        out.append(dict(v, onnx=onnx, threshold=float(v["threshold"])))
-    return out
+    """The variants of export_dir/export.json with their onnx paths resolved, present and matching their sha256."""
+    from trainer.export_record import read_export_variants
+
+    return read_export_variants(export_dir)
 
 
 def calibration_items(data, split, limit):
