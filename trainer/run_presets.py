@@ -83,7 +83,7 @@ PRESETS = {
                      "cache": True, "patience": 0},
         "critical_species": {"oversample": 2, "epochs": 3, "mosaic": 1.0},
         "calibration": {"min_matches": 20},
-        "export": {"parity_images": 50, "max_tries": 3},
+        "export": {"parity_images": 50, "max_tries": 3, "ship_fp16": True},  # FP16 ONNX: half the size
         "bundle": {"energy_frames": 20}})},
     "full": {"pool_images": None, "config": {}},
 }
