@@ -1,6 +1,7 @@
 """`trainer run-all`: the orchestration on stand-in stages (skip, redo on changed inputs, --from, resume after an
 interruption, the stop and its continuation, a missing stage), the active stage's annotation stop with the real
 select and import, and the smoke preset end to end (slow)."""
+import dataclasses
 import io
 import json
 import os
@@ -172,6 +173,43 @@ def test_active_stage_stops_with_the_import_command_and_continues_once_it_merged
     assert names == ["a", "b", "c"]
     assert len(splits["train"]) == 3 + 2 and len(splits["val"]) == 3
     assert sum("annotated" in p for p in splits["train"]) == 2
+
+
+def test_force_reaches_run_bundle_and_only_a_forced_run_records_it(tmp_path, monkeypatch):
+    import types
+
+    import trainer.stages.bundle as bundle_stage
+
+    seen = []
+
+    def fake_run_bundle(config, export_dir, calibration_dir, data, out_dir, force=False, progress=True):
+        seen.append((export_dir, calibration_dir, data, force))
+        os.makedirs(out_dir)
+        verdict = {"passed": False, "failures": ["mAP50 0.14 < 0.3"], "forced": force}
+        return types.SimpleNamespace(bundle_dir=out_dir, verdict=verdict, accuracy={}, energy=None,
+                                     default_profile="single")
+
+    monkeypatch.setattr(bundle_stage, "run_bundle", fake_run_bundle)
+    artifacts = {"export": "e.json", "export_dir": "e", "calibration": "c.json", "calibration_dir": "c", "data": "d"}
+    for force in (False, True):
+        ctx = types.SimpleNamespace(force=force, config=None, progress=False,
+                                    artifact=lambda stage, role: artifacts[role],
+                                    path=lambda *parts: os.path.join(str(tmp_path), str(force), *parts))
+        assert run_stages._bundle_inputs(ctx) == (["e.json", "c.json", "d"], {"force": True} if force else {})
+        outcome = run_stages._bundle_run(ctx)
+        assert seen[-1] == ("e", "c", "d", force) and "FAILED (shipped, --force): mAP50 0.14 < 0.3" in outcome.note
+
+
+def test_run_all_force_reaches_the_stages_and_toggling_it_redoes_what_records_it(tmp_path):
+    calls = Calls()
+    last = calls.stages[-1]
+    calls.stages[-1] = dataclasses.replace(last, inputs=lambda ctx: ([ctx.artifact("b", "file")],
+                                                                      {"force": True} if ctx.force else {}))
+    assert calls.go(tmp_path)[0] == 0
+    code, text = calls.go(tmp_path, force=True)
+    assert code == 0 and calls.runs == ["a", "b", "c", "c"] and "inputs changed" in text
+    assert state_of(tmp_path)["stages"]["c"]["inputs"]["params"] == {"force": True}
+    assert calls.go(tmp_path, force=True)[0] == 0 and calls.runs == ["a", "b", "c", "c"]
 
 
 def test_cli_refuses_bad_choices_and_data_inside_the_work_folder(tmp_path, capsys):

@@ -37,9 +37,10 @@ STOPPED = 3
 class Context:
     """What the stages share: the config, the work folder, the state and the command's choices."""
 
-    def __init__(self, config, work, state, preset, data=None, pool=None, progress=True):
+    def __init__(self, config, work, state, preset, data=None, pool=None, progress=True, force=False):
         self.config, self.work, self.state = config, os.path.abspath(work), state
         self.preset, self.data_arg, self.pool_arg, self.progress = preset, data, pool, progress
+        self.force = force   # the bundle ships past a failing gate, marked failing
 
     def path(self, *parts):
         return os.path.join(self.work, *parts)
@@ -56,9 +57,11 @@ class Context:
         return lambda items: tqdm(items, desc=desc, unit="img")
 
 
-def run_all(config, work, preset="full", data=None, pool=None, start=None, stream=None, progress=True, stages=None):
+def run_all(config, work, preset="full", data=None, pool=None, start=None, stream=None, progress=True, stages=None,
+            force=False):
     """Run (or resume) the chain in `work`; 0 when every stage finished, STOPPED when it stopped on purpose.
 
+    force: ship the bundle past a failing gate, marked failing (trainer bundle --force).
     stages: the Stage list (default trainer.run_stages.STAGES; tests pass their own)."""
     from trainer import run_history, run_stages
 
@@ -70,7 +73,7 @@ def run_all(config, work, preset="full", data=None, pool=None, start=None, strea
     state_path = os.path.join(work, rs.STATE_FILE)
     state = rs.read_state(state_path, work, order)
     state["preset"] = preset
-    ctx = Context(config, work, state, preset, data, pool, progress)
+    ctx = Context(config, work, state, preset, data, pool, progress, force)
     upstream_ran = False
     for i, stage in enumerate(stages):
         missing = stage.missing()
@@ -165,6 +168,9 @@ def add_arguments(parser):
     parser.add_argument("--pool", type=existing_folder("a folder of unlabelled images"),
                         help="unlabelled images for active learning (default: the dataset's unlabelled/images; "
                              "without one the active stage is skipped)")
+    parser.add_argument("--force", action="store_true",
+                        help="ship the bundle even when the budget gate refuses it, marked failing in its manifest "
+                             "(as trainer bundle --force); a rerun with --force redoes only the bundle stage")
 
 
 def run_command(config, args):
@@ -179,4 +185,5 @@ def run_command(config, args):
     if args.data and os.path.abspath(args.data).startswith(os.path.abspath(args.work) + os.sep):
         raise TrainerError("--data %s lies inside --work %s; keep your dataset outside the work folder (a redo "
                            "empties stage folders)" % (args.data, args.work))
-    return run_all(config, args.work, preset=args.preset, data=args.data, pool=args.pool, start=args.start)
+    return run_all(config, args.work, preset=args.preset, data=args.data, pool=args.pool, start=args.start,
+                   force=args.force)
