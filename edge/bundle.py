@@ -28,6 +28,7 @@ import json
 import os
 
 from edge import manifest_fields as field
+from edge.atomic_file import atomic_output
 from edge.errors import BundleError, ConfigError
 from edge.tta import plan_to_json, view_plan
 
@@ -379,11 +380,9 @@ def model_entry(name, variant, file_name, out_dir, input_size, batch, decode_thr
 
 def write_bundle(out_dir, manifest):
     """Write manifest.json atomically and load the result back, so a bad bundle never ships."""
-    tmp = os.path.join(out_dir, MANIFEST + ".tmp")
-    with open(tmp, "w") as f:
+    with atomic_output(os.path.join(out_dir, MANIFEST)) as f:
         json.dump(manifest, f, indent=2, sort_keys=True)
         f.write("\n")
-    os.replace(tmp, os.path.join(out_dir, MANIFEST))
     return load_bundle(out_dir)
 
 

@@ -17,8 +17,9 @@ import shutil
 import tempfile
 import time
 
+from edge.atomic_file import write_atomically
 from edge.bundle import MANIFEST, load_bundle, read_manifest, sha256_of, write_bundle
-from edge.engine_build import DEFAULT_WORKSPACE_MB, DYNAMIC_MAX_BATCH, build_engine, tensorrt_module, write_atomically
+from edge.engine_build import DEFAULT_WORKSPACE_MB, DYNAMIC_MAX_BATCH, build_engine, tensorrt_module
 from edge.errors import BundleError
 
 logger = logging.getLogger(__name__)
@@ -144,8 +145,6 @@ def _commit(root, staging, built, manifest, entries):
             elif os.path.exists(final):
                 os.remove(final)
         write_atomically(manifest_path, old_manifest)  # write_bundle may have replaced it before its check failed
-        if os.path.exists(manifest_path + ".tmp"):
-            os.remove(manifest_path + ".tmp")
         if isinstance(e, OSError):
             raise BundleError("cannot record the engines in %s: %s; the bundle was left as it was"
                               % (manifest_path, e)) from e

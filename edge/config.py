@@ -16,6 +16,7 @@ import collections
 import json
 import os
 
+from edge.atomic_file import write_atomically
 from edge.energy import DeploymentProfile
 from edge.errors import ConfigError
 from edge.profiles import DEFAULT_PROFILE_ORDER, PROFILES, check_band
@@ -333,10 +334,7 @@ def load_edge_config(path=None, overrides=None):
 
 def save_edge_config(config, path):
     """Write `config` as JSON (e.g. beside the store, to record what a run used)."""
-    tmp = str(path) + ".tmp"
     try:
-        with open(tmp, "w") as f:
-            f.write(config.to_json())
-        os.replace(tmp, str(path))
+        write_atomically(path, config.to_json())
     except OSError as e:
         raise ConfigError("cannot write config to {}: {}".format(path, e)) from e

@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+from edge.atomic_file import TMP_SUFFIX, write_atomically
 from edge.store import StoreError
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class CropStore(object):
         files = []
         for name in names:
             path = os.path.join(self.crops_dir, name)
-            if name.endswith(".tmp"):  # left by a crash between write and rename
+            if name.endswith(TMP_SUFFIX):  # left by a crash between write and rename
                 _remove_quietly(path)
             elif name.endswith(".jpg") and os.path.isfile(path):
                 files.append((name, os.path.getsize(path)))
@@ -189,14 +190,10 @@ def _safe(text):
 
 
 def _write_atomically(path, data):
-    """Temp file then rename: readers see a whole crop or none. No fsync: see the module docstring."""
-    tmp = path + ".tmp"
+    """Readers see a whole crop or none. No fsync: see the module docstring."""
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        write_atomically(path, data)
     except OSError as e:
-        _remove_quietly(tmp)
         raise StoreError("cannot write crop {}: {}".format(path, e)) from e
 
 

@@ -5,6 +5,7 @@ import os
 
 import cv2
 
+from edge.atomic_file import atomic_output
 from edge.boxes import xyxy_to_xywh
 from edge.errors import EdgeError, FrameError, SourceError
 from edge.images import (IMAGE_EXTENSIONS, MAX_PIXELS, MIN_SIDE_PX, display_name, frame_problem, image_names,
@@ -236,20 +237,10 @@ def _write_drawn(path, image):
 
 
 def _write_json_atomically(path, payload):
-    """Write `payload` as JSON to `path` through a temporary file, removed again when anything fails."""
+    """Write `payload` as JSON to `path`; when anything fails `path` stays as it was."""
     check_outputs(path)
-    tmp = path + ".tmp"
     try:
-        with open(tmp, "w") as f:
+        with atomic_output(path) as f:
             json.dump(payload, f)
-        os.replace(tmp, path)
     except (OSError, TypeError, ValueError) as e:
-        _remove_quietly(tmp)
         raise EdgeError("cannot write %s: %s" % (display_name(path), e)) from e
-
-
-def _remove_quietly(path):
-    try:
-        os.unlink(path)
-    except OSError as e:  # nothing to remove, or the folder went: the write error is what matters
-        logger.debug("removing %s: %s", display_name(path), e)

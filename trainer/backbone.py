@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 
+from edge.atomic_file import atomic_output
 from trainer import yolo
 from trainer.errors import TrainerError
 
@@ -79,9 +80,8 @@ def save_backbone(backbone_state, model_yaml, path, meta=None):
                           layers=len(model.model)),
     }
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = str(path) + ".tmp"
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)  # a reader never sees half a file
+    with atomic_output(path, "wb") as fh:  # a reader never sees half a file
+        torch.save(ckpt, fh)
     return str(path)
 
 

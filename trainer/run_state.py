@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 
+from edge.atomic_file import atomic_output
 from edge.bundle import sha256_of
 from trainer.errors import TrainerError
 
@@ -240,10 +241,6 @@ def read_state(path, work, order):
 def write_state(path, state):
     """Write the whole state atomically (temporary file, fsync, rename)."""
     state["updated"] = now_iso()
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_output(path, fsync=True) as fh:
         json.dump(state, fh, indent=1, sort_keys=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
     return path

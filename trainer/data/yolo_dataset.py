@@ -25,6 +25,7 @@ import numpy as np
 import yaml
 
 from edge import images as edge_images
+from edge.atomic_file import write_atomically
 from trainer.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -99,17 +100,8 @@ def write_yolo_labels(path, class_ids, xywhn):
 
 
 def _atomic_write(path, text):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_atomically(path, text)
 
 
 def label_path_for(image_path):
