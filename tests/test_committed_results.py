@@ -24,7 +24,7 @@ def test_the_committed_bundle_verifies_and_fits_its_size():
     assert bundle.names == ["fish", "jellyfish", "penguin", "puffin", "shark", "starfish", "stingray"]
     assert sorted(bundle.ids_in("critical")) == [1, 4, 6]
     assert bundle.default_profile == "ensemble_full"
-    assert bundle.gate is not None and not bundle.gate["passed"] and bundle.gate["forced"]
+    assert bundle.gate is not None and bundle.gate["passed"] and not bundle.gate["forced"]
     assert _size(BUNDLE) < 30 * 2 ** 20
 
 
