@@ -52,6 +52,10 @@ class DataConfig:
     # null: the video/sequence name (file name less its frame number and Roboflow suffix);
     # a regex keeps images sharing its match in one split, e.g. '^(\d+)_' for DeepFish sites.
     group_pattern: Optional[str] = spec(None, regex=True)
+    # run-all --data: at most this many train / val images, evenly spread in name order (trainer.data.subset);
+    # null: all of them
+    max_train_images: Optional[int] = spec(None, min=1)
+    max_val_images: Optional[int] = spec(None, min=1)
 
     def __post_init__(self):
         total = self.train_fraction + self.val_fraction + self.test_fraction
@@ -91,6 +95,7 @@ class SSLConfig:
     imgsz: Optional[int] = spec(None, min=32, inherit=True)
     checkpoint_every: int = spec(10, min=1)
     keep_last: int = spec(3, min=1)
+    image_budget: Optional[int] = spec(None, min=1)   # images seen in all (epochs x images): fewer epochs on more images
 
 
 @dataclass(frozen=True)

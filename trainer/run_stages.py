@@ -64,7 +64,7 @@ def _synth_inputs(ctx):
 
 def _synth_folders(ctx):
     # Annotations of a synthetic pool mean nothing once the scenes are redrawn; a user's are kept.
-    return () if ctx.data_arg else ("synth", "pool", "annotated")
+    return ("data",) if ctx.data_arg else ("synth", "pool", "annotated")
 
 
 def _synth_run(ctx):
@@ -79,19 +79,28 @@ def _synth_run(ctx):
     generate_dataset(ctx.path("pool"), pool_images(ctx.preset, s.images), s.classes, s.seed + 1, s.imgsz,
                      s.background_fraction, val_fraction=0.0, progress=ctx.progress)
     pool = ctx.path("pool", "images", "train")
-    return Outcome([data, ctx.path("synth"), ctx.path("pool")], {"data": data, "pool": pool, "vendor": "simulated"},
+    return Outcome([data, ctx.path("synth"), ctx.path("pool")], {"data": data, "pool": pool, "vendor": "simulated", "unlabelled": None},
                    note="%d synthetic stills, pool of %d" % (s.images, len(os.listdir(pool))))
 
 
 def _user_data(ctx):
+    from trainer.data.subset import write_subset
     from trainer.stages.training import read_data_yaml
 
     data = os.path.abspath(ctx.data_arg)
     read_data_yaml(data)
     pool = ctx.pool_arg or os.path.join(os.path.dirname(data), "unlabelled", "images")
     pool = os.path.abspath(pool) if os.path.isdir(pool) else None
-    return Outcome([data], {"data": data, "pool": pool, "vendor": "human"}, status="skipped",
-                   note="using --data %s; pool %s" % (data, pool or "none (the active stage will be skipped)"))
+    note = "using --data %s; pool %s" % (data, pool or "none (the active stage will be skipped)")
+    section = ctx.config.data
+    subset, left_out, counts = write_subset(data, ctx.path("data"), section.max_train_images, section.max_val_images)
+    if subset is None:
+        return Outcome([data], {"data": data, "pool": pool, "vendor": "human", "unlabelled": None},
+                       status="skipped", note=note)
+    kept = ", ".join("%s %d of %d" % (split, n, of) for split, (n, of) in counts.items())
+    return Outcome([data, ctx.path("data")], {"data": subset, "pool": pool, "vendor": "human", "unlabelled": left_out},
+                   note="%s; an even subset: %s%s" % (note, kept, "; MoCo v3 also sees the train frames left out"
+                                                       if left_out else ""))
 
 
 # ----------------------------------------------------------------------------------------
@@ -104,17 +113,22 @@ def _train_images(data):
     return read_data_yaml(data)[1].get("train", [])
 
 
+def _unlabelled_sources(ctx):
+    """The pool and the train frames a subset left out (trainer.data.subset): MoCo v3 needs no labels."""
+    return [p for p in (ctx.artifact("synth", "pool"), ctx.artifact("synth", "unlabelled")) if p]
+
+
 def _ssl_inputs(ctx):
-    pool = ctx.artifact("synth", "pool")
-    return [ctx.artifact("synth", "data")] + ([pool] if pool else []), {"model": ctx.config.baseline.model}
+    return [ctx.artifact("synth", "data")] + _unlabelled_sources(ctx), {"model": ctx.config.baseline.model}
 
 
 def _ssl_run(ctx):
     from trainer.data.yolo_dataset import list_images
     from trainer.ssl import run_ssl
 
-    pool = ctx.artifact("synth", "pool")
-    images = sorted(set(_train_images(ctx.artifact("synth", "data")))) + (list_images(pool) if pool else [])
+    images = sorted(set(_train_images(ctx.artifact("synth", "data"))))
+    for source in _unlabelled_sources(ctx):
+        images += list_images(source) if os.path.isdir(source) else _read_lines(source)
     os.makedirs(ctx.path("ssl"), exist_ok=True)
     listing = ctx.path("ssl", "images.txt")
     with open(listing, "w") as fh:
@@ -125,6 +139,11 @@ def _ssl_run(ctx):
     return Outcome([result.backbone_path], {"backbone": result.backbone_path},
                    note="%d epochs on %d images, last loss %.4f" % (result.epochs_done, len(images),
                                                                      result.last_loss or float("nan")))
+
+
+def _read_lines(path):
+    with open(path) as fh:
+        return [line.strip() for line in fh if line.strip()]
 
 
 def _baseline_inputs(ctx):
@@ -393,7 +412,7 @@ def bundle_figures(result):
 
 
 STAGES = (
-    Stage("synth", "synthetic scenes and an unlabelled pool (or --data)", ("synth",), _synth_inputs, _synth_run,
+    Stage("synth", "synthetic scenes and an unlabelled pool (or --data)", ("synth", "data"), _synth_inputs, _synth_run,
           owns=_synth_folders, resumable=False),
     Stage("ssl", "MoCo v3 pretraining of the backbone", ("ssl", "general"), _ssl_inputs, _ssl_run, owns=("ssl",)),
     Stage("baseline", "supervised training from the SSL backbone", ("baseline", "general"), _baseline_inputs,
