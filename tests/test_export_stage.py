@@ -73,6 +73,11 @@ def test_variant_ships_with_passing_parity_and_resumes(ensemble, tmp_path):
     dynamic = stage.run_export(_config("export.dynamic=true"), ensemble_dir, data, out, progress=False)
     assert dynamic.variants[0]["dynamic"] is True and dynamic.variants[0]["batch"] is None
     assert "--minShapes=images:1x3x64x64" in open(dynamic.script).read()
+    # export.imgsz: a larger input than the variant trained at is a new export, at that size
+    larger = stage.run_export(_config("export.imgsz=%d" % (IMGSZ + 32)), ensemble_dir, data, out, progress=False)
+    assert larger.variants[0]["imgsz"] == IMGSZ + 32
+    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [1, 3, IMGSZ + 32, IMGSZ + 32]
 
 
 @pytest.mark.slow
@@ -203,3 +208,13 @@ def test_read_ensemble_takes_imgsz_from_entry_metrics_or_default(tmp_path):
     assert [(v["name"], v["imgsz"], v["threshold"]) for v in variants] == [("a", 128, 0.2), ("b", 96, 0.3),
                                                                              ("c", 320, 0.4)]
     assert variants[0]["weights"] == str(tmp_path / "w.pt")
+
+
+def test_export_imgsz_overrides_every_variant_and_must_be_a_stride_multiple(tmp_path):
+    (tmp_path / "w.pt").write_bytes(b"x")
+    (tmp_path / "ensemble.json").write_text(json.dumps({"variants": [
+        {"name": "a", "weights": "w.pt", "threshold": 0.2, "imgsz": 128},
+        {"name": "b", "weights": "w.pt", "threshold": 0.3}]}))
+    assert [v["imgsz"] for v in stage.read_ensemble(str(tmp_path), 320, 384)] == [384, 384]
+    with pytest.raises(ConfigError, match=r"export.imgsz = 400: expected a multiple of 32.*e.g. 384"):
+        stage.read_ensemble(str(tmp_path), 320, 400)

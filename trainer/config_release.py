@@ -30,6 +30,8 @@ class CalibrationConfig:
 class ExportConfig:
     """`trainer export`: ONNX for TensorRT 8.2, FP16 parity, engines or the commands to build them."""
     opset: int = spec(12, min=7, max=13)           # TensorRT 8.2 parses opset <= 13
+    imgsz: Optional[int] = spec(None, min=32)      # model input; null: each variant's training size (multiscale
+                                                   # variants also trained up to multiscale.max)
     dynamic: bool = spec(False)                    # dynamic batch axis; else a fixed batch of `batch`
     batch: Optional[int] = spec(None, min=1)       # null: 1 (one view per call); 7 puts the full plan's views in one call
     efficient_nms: bool = spec(False)              # append an EfficientNMS_TRT tail (onnx-graphsurgeon)

@@ -58,7 +58,7 @@ def run_export(config, ensemble_dir, data, out_dir, resume=True, progress=True):
     from trainer.config import save_config
     from trainer.engines import build_engines, write_script
 
-    variants = read_ensemble(ensemble_dir, config.ensemble.imgsz)
+    variants = read_ensemble(ensemble_dir, config.ensemble.imgsz, config.export.imgsz)
     data = os.path.abspath(str(data))
     data_cfg = read_data_yaml(data)
     out_dir = os.path.abspath(str(out_dir))
@@ -265,9 +265,12 @@ def _parity_items(data, count):
 # The ensemble's variants
 
 
-def read_ensemble(ensemble_dir, default_imgsz):
-    """[{name, weights, threshold, imgsz}] from ensemble_dir/ensemble.json (imgsz from the entry or the
-    variant's metrics.json, else default_imgsz); weights must exist."""
+def read_ensemble(ensemble_dir, default_imgsz, export_imgsz=None):
+    """[{name, weights, threshold, imgsz}] from ensemble_dir/ensemble.json (imgsz: export_imgsz when set, else
+    the entry's or the variant's metrics.json, else default_imgsz); weights must exist."""
+    if export_imgsz is not None and export_imgsz % 32:
+        raise ConfigError("export.imgsz = %d: expected a multiple of 32, the YOLO stride (e.g. %d)"
+                          % (export_imgsz, max(32, int(round(export_imgsz / 32.0)) * 32)))
     path = os.path.join(str(ensemble_dir), "ensemble.json")
     if not os.path.isfile(path):
         raise ConfigError("%s has no ensemble.json; pass the `trainer ensemble` output folder" % ensemble_dir)
@@ -286,7 +289,7 @@ def read_ensemble(ensemble_dir, default_imgsz):
         metrics = os.path.join(str(ensemble_dir), name, "metrics.json")
         imgsz = entry.get("imgsz") or (_read_json(metrics).get("imgsz") if os.path.isfile(metrics) else None)
         variants.append({"name": str(name), "weights": os.path.abspath(weights),
-                         "threshold": float(entry["threshold"]), "imgsz": int(imgsz or default_imgsz)})
+                         "threshold": float(entry["threshold"]), "imgsz": int(export_imgsz or imgsz or default_imgsz)})
     return variants
 
 
