@@ -10,6 +10,7 @@ from trainer.config import load_config
 from trainer.data.subset import spread, write_subset
 from trainer.data.yolo_dataset import read_data_yaml
 from trainer.ssl import fit_image_budget
+from trainer.ssl_augment import list_images
 
 
 def video_frames(folder, videos=3, frames=10, labelled=True):
@@ -82,7 +83,7 @@ def test_run_all_trains_on_the_subset_and_moco_also_sees_the_frames_left_out(tmp
     ctx.state["stages"]["synth"] = {"artifacts": outcome.artifacts}
     sources = run_stages._unlabelled_sources(ctx)
     assert sources == [outcome.artifacts["unlabelled"]]
-    assert len(run_stages._read_lines(sources[0])) == 21
+    assert len(list_images(sources[0])) == 21
     assert run_stages.STAGES[0].folders(ctx) == [str(work / "data")]   # a redo rewrites the subset
 
 

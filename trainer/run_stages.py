@@ -125,10 +125,11 @@ def _ssl_inputs(ctx):
 def _ssl_run(ctx):
     from trainer.data.yolo_dataset import list_images
     from trainer.ssl import run_ssl
+    from trainer.ssl_augment import list_images as listed_images
 
     images = sorted(set(_train_images(ctx.artifact("synth", "data"))))
     for source in _unlabelled_sources(ctx):
-        images += list_images(source) if os.path.isdir(source) else _read_lines(source)
+        images += list_images(source) if os.path.isdir(source) else listed_images(source)
     os.makedirs(ctx.path("ssl"), exist_ok=True)
     listing = ctx.path("ssl", "images.txt")
     with open(listing, "w") as fh:
@@ -139,11 +140,6 @@ def _ssl_run(ctx):
     return Outcome([result.backbone_path], {"backbone": result.backbone_path},
                    note="%d epochs on %d images, last loss %.4f" % (result.epochs_done, len(images),
                                                                      result.last_loss or float("nan")))
-
-
-def _read_lines(path):
-    with open(path) as fh:
-        return [line.strip() for line in fh if line.strip()]
 
 
 def _baseline_inputs(ctx):
