@@ -135,6 +135,48 @@ def test_critical_threshold_is_the_highest_keeping_the_recall_target(scores, hit
 
 
 @pytest.mark.parametrize("scores, hits, num_gt", TABLES)
+@pytest.mark.parametrize("target", [0.5, 0.9, 1.0])
+@pytest.mark.parametrize("floor", [0.3, 0.6, 0.7, 1.0])
+def test_critical_threshold_under_a_precision_floor(scores, hits, num_gt, target, floor):
+    rows = [(t, tp, kept) for t, tp, kept in brute_force(scores, hits, num_gt)]
+    allowed = [r for r in rows if r[1] / float(r[2]) >= floor - 1e-12]
+    point = fit.critical_threshold(curve_from(scores, hits, num_gt), target, floor)
+    if not allowed or not any(tp for _, tp, _ in rows):
+        assert point is None
+        return
+    wanted = target * max(tp for _, tp, _ in rows) / float(num_gt)
+    meets = [t for t, tp, _ in allowed if tp / float(num_gt) >= wanted - 1e-12]
+    if meets:
+        expected = max(meets)
+    else:  # the highest recall the floor allows, at the highest threshold giving it
+        top = max(tp for _, tp, _ in allowed)
+        expected = max(t for t, tp, _ in allowed if tp == top)
+    assert point.threshold == pytest.approx(expected)
+    assert point.precision >= floor - 1e-12
+    assert ("caps recall" in point.rule) == (not meets)
+
+
+def test_hand_table_precision_floor():
+    # TABLES[0] by threshold: precision 1 .5 .667 .75 .6 .667, recall .2 .2 .4 .6 .6 .8.
+    curve = curve_from(*TABLES[0])
+    point = fit.critical_threshold(curve, 0.9, 0.65)     # 0.4 keeps 0.667 >= 0.65 and reaches recall 0.8
+    assert (point.threshold, point.recall) == (pytest.approx(0.4), pytest.approx(0.8))
+    assert point.rule.endswith("precision >= 0.65")
+    point = fit.critical_threshold(curve, 0.9, 0.7)      # only 0.9 and 0.6 keep 0.7: the better recall, 0.6
+    assert (point.threshold, point.recall, point.precision) == (pytest.approx(0.6), pytest.approx(0.6),
+                                                                pytest.approx(0.75))
+    assert point.rule.startswith("precision >= 0.70")
+    assert fit.critical_threshold(curve, 0.9, 0.0) == fit.critical_threshold(curve, 0.9)
+
+
+def test_a_critical_class_below_the_floor_everywhere_takes_max_f1():
+    curves = [curve_from([0.8, 0.5], [0, 1], 1, class_id=0)]      # precision 0 then 0.5
+    point, = fit.choose_thresholds(curves, {0: "critical"}, 0.9, defaults=[0.15], min_precision=0.6)
+    assert point.threshold == pytest.approx(fit.max_f1_threshold(curves[0]).threshold)
+    assert point.rule == "max F1 (precision never reaches 0.60)"
+
+
+@pytest.mark.parametrize("scores, hits, num_gt", TABLES)
 def test_other_classes_take_the_max_f1_threshold(scores, hits, num_gt):
     rows = brute_force(scores, hits, num_gt)
     f1 = [2.0 * tp / (kept + num_gt) for _, tp, kept in rows]

@@ -13,8 +13,12 @@ those hold too few matches).
 Operating thresholds are chosen per class on the calibrated precision-recall
 curve (an edge.metrics ClassCurve): for a critical class the highest
 threshold whose recall stays at or above `target` x the best recall any
-threshold reaches; for the others the threshold of maximum F1. A class with
-no true positive keeps the given default.
+threshold reaches, among the thresholds whose precision stays at or above a
+floor (the best reachable recall sits at the decode threshold, where a weak
+class can report ten false boxes for each true one); where the floor rules
+the target out, the highest recall it allows, and where no threshold reaches
+the floor, maximum F1. For the others the threshold of maximum F1. A class
+with no true positive keeps the given default.
 """
 import collections
 
@@ -115,15 +119,28 @@ def _point(curve, index, rule):
                           tp / float(curve.num_gt) if curve.num_gt else 0.0, tp, kept, int(curve.num_gt))
 
 
-def critical_threshold(curve, target):
-    """OperatingPoint at the highest threshold keeping recall >= target x the best reachable; None if no TP."""
+def critical_threshold(curve, target, min_precision=0.0):
+    """OperatingPoint at the highest threshold keeping recall >= target x the best reachable, among the
+    thresholds whose precision is at least `min_precision`; where the floor puts that recall out of reach,
+    the highest recall the floor allows. None if no TP, or if no threshold reaches the floor."""
     ends = _group_ends(curve)
     if not ends.size or not curve.num_gt or not np.any(curve.tp):
         return None
-    recall = np.asarray(curve.recall)[ends]
+    tp = np.cumsum(curve.tp)[ends]
+    recall, precision = tp / float(curve.num_gt), tp / (ends + 1.0)
+    allowed = precision >= float(min_precision) - 1e-12
+    if not allowed.any():
+        return None
     wanted = float(target) * recall[-1]
-    first = int(np.flatnonzero(recall >= wanted - 1e-12)[0])
-    return _point(curve, int(ends[first]), "recall >= %.2f x best %.4f" % (target, recall[-1]))
+    meets = np.flatnonzero(allowed & (recall >= wanted - 1e-12))
+    rule = "recall >= %.2f x best %.4f" % (target, recall[-1])
+    if meets.size:
+        floor = ", precision >= %.2f" % min_precision if min_precision > 0 else ""
+        return _point(curve, int(ends[meets[0]]), rule + floor)
+    # recall only grows down the curve: the first allowed point of the highest allowed recall keeps the floor
+    best = np.flatnonzero(allowed & (recall >= recall[allowed].max() - 1e-12))[0]
+    return _point(curve, int(ends[best]), "precision >= %.2f (caps recall below the target %.4f)"
+                  % (min_precision, wanted))
 
 
 def max_f1_threshold(curve):
@@ -144,14 +161,19 @@ def point_at(curve, threshold, rule):
                           tp / float(curve.num_gt) if curve.num_gt else 0.0, tp, kept, int(curve.num_gt))
 
 
-def choose_thresholds(curves, categories, target, defaults):
-    """An OperatingPoint per class: the critical rule for critical classes, max F1 for the others,
+def choose_thresholds(curves, categories, target, defaults, min_precision=0.0):
+    """An OperatingPoint per class: the critical rule (recall target under the precision floor) for critical
+    classes, max F1 for the others and for a critical class whose precision never reaches the floor,
     `defaults[c]` where a class has no true positive to choose by."""
     points = []
     for curve in curves:
         c = int(curve.class_id)
-        chosen = (critical_threshold(curve, target) if categories.get(c) == "critical"
-                  else max_f1_threshold(curve))
+        critical = categories.get(c) == "critical"
+        chosen = critical_threshold(curve, target, min_precision) if critical else None
+        if chosen is None:
+            chosen = max_f1_threshold(curve)
+            if chosen is not None and critical:
+                chosen = chosen._replace(rule="max F1 (precision never reaches %.2f)" % min_precision)
         points.append(chosen or point_at(curve, float(defaults[c]), "default (no true positive)"))
     return points
 

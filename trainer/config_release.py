@@ -22,6 +22,7 @@ class CalibrationConfig:
     iou_thr: float = spec(0.5, min=0.0, max=1.0, min_exclusive=True)
     decode_thr: float = spec(0.01, min=0.0, max=1.0)   # what feeds fusion while calibrating (the device's)
     critical_recall_target: float = spec(0.9, min=0.0, max=1.0)  # share of the best reachable critical recall
+    critical_min_precision: float = spec(0.2, min=0.0, max=1.0)  # floor on a critical class's operating point
     ece_bins: int = spec(10, min=2)
     fusion_weight_power: float = spec(2.0, min=0.0, max=8.0)  # model weight = (its mAP50 / the best's) ** this; 0: equal
 

@@ -13,8 +13,9 @@ that a variant that trails the others counts less in weighted box fusion
 (fit_fusion_weights). Then per profile (trainer.calibration_fit):
 
 - a temperature per class minimizing binary log loss (rare classes pooled);
-- operating thresholds on the calibrated scores (critical: recall target,
-  others: max F1), with precision and recall at the chosen points;
+- operating thresholds on the calibrated scores (critical: recall target
+  under a precision floor, others: max F1), with precision and recall at the
+  chosen points;
 - D-ECE (trainer.detection_ece) and log loss before/after per category; AP50
   per class before/after, which must agree (a temperature is monotone);
 - a reliability diagram PNG (before | after).
@@ -300,7 +301,8 @@ def fit_profile(detections, ground_truth, bundle, profile, section):
     after = fit.curves_of(calibrated, ground_truth, bundle.num_classes, section.iou_thr)
     ap = check_ap_unchanged(before, after, profile)
     defaults = bundle.profile_settings(profile).thresholds
-    points = fit.choose_thresholds(after, categories, section.critical_recall_target, defaults)
+    points = fit.choose_thresholds(after, categories, section.critical_recall_target, defaults,
+                                   section.critical_min_precision)
     calibrated_scores = _pooled(calibrated)[0]
     d_ece, loss = fit.calibration_change((scores, matched, class_id, categories),
                                          (calibrated_scores, matched, class_id, categories), section.ece_bins)
