@@ -96,6 +96,8 @@ def score(bundle, variant, detections, ground_truth):
     return {"map50": at_all["map50"], "map50_95": coco["map50_95"], "coco_map50": coco["map50"],
             "ap50": at_all["ap50"], "recall_by_category": at_device["recall_by_category"],
             "critical_recall": at_device["recall_by_category"].get("critical"),
+            "precision_by_category": at_device["precision_by_category"],
+            "critical_precision": at_device["precision_by_category"].get("critical"),
             "d_ece": d_ece(*reliability_inputs(detections, ground_truth)), "images": len(detections)}
 
 

@@ -1,7 +1,7 @@
 """report.md, the PNG plots and the printed summary of `python -m benchmarks run`.
 
 The "where ReefWatch wins / loses" paragraph is computed from the figures: for each measure
-(mAP50, mAP50-95, critical recall, D-ECE, latency p50, frames/s: the cascade's p50 is its
+(mAP50, mAP50-95, critical recall and precision, D-ECE, latency p50, frames/s: the cascade's p50 is its
 cheap stage, its frames/s counts the escalations) the bundle's best profile against
 ultralytics' best run, and the like-for-like pair (the single profile against ultralytics'
 predict on the same ONNX file).
@@ -12,7 +12,8 @@ from trainer.stages.bundle_report import accuracy_table, ladder_lines
 
 # (key, label, higher is better, format)
 MEASURES = (("map50", "mAP50", True, "%.4f"), ("map50_95", "mAP50-95", True, "%.4f"),
-            ("critical_recall", "critical recall", True, "%.4f"), ("d_ece", "D-ECE", False, "%.4f"),
+            ("critical_recall", "critical recall", True, "%.4f"),
+            ("critical_precision", "critical precision", True, "%.4f"), ("d_ece", "D-ECE", False, "%.4f"),
             ("p50_ms", "latency p50 ms", False, "%.1f"), ("fps", "frames/s", True, "%.2f"))
 PLOTS = {"pr": "precision_recall.png", "reliability": "reliability.png", "tradeoff": "accuracy_vs_wh_day.png",
          "latency": "latency.png"}
@@ -188,11 +189,12 @@ def daemon_line(d):
 
 def comparison_table(results):
     table = rows(results)
-    lines = ["| run | mAP50 | mAP50-95 | critical recall | D-ECE | p50 ms | frames/s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| run | mAP50 | mAP50-95 | critical recall | critical precision | D-ECE | p50 ms | frames/s |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, r in table.items():
-        lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
-            name, _num(r["map50"]), _num(r["map50_95"]), _num(r.get("critical_recall")), _num(r.get("d_ece")),
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            name, _num(r["map50"]), _num(r["map50_95"]), _num(r.get("critical_recall")),
+            _num(r.get("critical_precision")), _num(r.get("d_ece")),
             _num(r["p50_ms"], "%.1f"), _num(r["fps"], "%.2f")))
     return lines
 

@@ -83,7 +83,8 @@ def _average_precision(precision, recall):
 
 
 def evaluate(predictions, ground_truth, num_classes, categories=None, score_thr=0.25, iou_thr=0.5):
-    """AP50 per class, mAP50 over classes present, and recall at score_thr per category (pooled boxes).
+    """AP50 per class, mAP50 over classes present, and recall and precision at score_thr per category
+    (pooled boxes of the classes present).
 
     categories: {class_id: "critical"|"important"|"general"} for the per-category figures.
     score_thr: one operating threshold, or one per class (a profile's thresholds). AP is computed
@@ -99,13 +100,17 @@ def evaluate(predictions, ground_truth, num_classes, categories=None, score_thr=
         "gt_boxes": int(sum(c.num_gt for c in curves)),
         "score_thr": float(thresholds[0]) if np.all(thresholds == thresholds[0]) else thresholds.tolist(),
     }
-    by_category = collections.defaultdict(lambda: [0, 0])
-    for c in present:
+    by_category = collections.defaultdict(lambda: [0, 0, 0])   # found, ground truth, reported
+    for c in curves:   # a class absent from the split still reports boxes: false ones, counted in precision
         above = c.scores >= thresholds[c.class_id]
-        found = int(round(c.recall[above][-1] * c.num_gt)) if np.any(above) else 0
+        found = int(round(c.recall[above][-1] * c.num_gt)) if c.num_gt and np.any(above) else 0
         key = (categories or {}).get(c.class_id, "all")
         by_category[key][0] += found
         by_category[key][1] += c.num_gt
-    result["recall_by_category"] = {k: round(v[0] / float(v[1]), 5) for k, v in sorted(by_category.items())}
+        by_category[key][2] += int(np.sum(above))
+    scored = sorted((k, v) for k, v in by_category.items() if v[1])   # categories with ground truth
+    result["recall_by_category"] = {k: round(v[0] / float(v[1]), 5) for k, v in scored}
+    # the share of the category's reported boxes that are true (None: it reported none)
+    result["precision_by_category"] = {k: round(v[0] / float(v[2]), 5) if v[2] else None for k, v in scored}
     result["curves"] = curves
     return result

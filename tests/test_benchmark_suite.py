@@ -70,6 +70,7 @@ def test_accuracy_equals_the_trainers_profile_accuracy(ran):
         assert mine["map50"] == pytest.approx(r["map50"], abs=1e-12)
         assert mine["recall_by_category"] == r["recall_by_category"]
         assert mine["critical_recall"] == r["recall_by_category"].get("critical")
+        assert mine["critical_precision"] == r["precision_by_category"].get("critical")
 
 
 @pytest.mark.slow

@@ -54,3 +54,18 @@ def test_recall_at_per_class_operating_thresholds(thresholds, expected):
     det = Detections(gt[0], [0.9, 0.1, 0.9], [0, 0, 1])
     result = evaluate([det], [gt], 2, categories={0: "critical", 1: "general"}, score_thr=thresholds)
     assert result["recall_by_category"] == expected
+
+
+def test_precision_by_category_counts_the_boxes_reported():
+    gt = (np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], np.float32), np.array([0, 0, 1]))
+    # class 0: a hit at 0.9, a false box at 0.8, a hit at 0.1; class 1: one hit; class 2 has no ground truth
+    det = Detections([[0, 0, 10, 10], [60, 60, 70, 70], [20, 20, 30, 30], [40, 40, 50, 50], [5, 5, 9, 9]],
+                     [0.9, 0.8, 0.1, 0.9, 0.9], [0, 0, 0, 1, 2])
+    categories = {0: "critical", 1: "general", 2: "general"}
+    result = evaluate([det], [gt], 3, categories=categories, score_thr=0.25)
+    assert result["precision_by_category"] == {"critical": 0.5, "general": 0.5}  # class 2's box is a false one
+    assert result["recall_by_category"] == {"critical": 0.5, "general": 1.0}
+    assert evaluate([det], [gt], 3, categories=categories, score_thr=0.05)["precision_by_category"]["critical"] \
+        == pytest.approx(round(2 / 3.0, 5))
+    assert evaluate([det], [gt], 3, categories=categories, score_thr=0.95)["precision_by_category"] == \
+        {"critical": None, "general": None}

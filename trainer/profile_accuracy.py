@@ -36,7 +36,7 @@ class ReplayPipeline(object):
 
 
 def evaluate_profiles(pipeline, items, profiles, progress=None):
-    """{profile: edge.metrics.evaluate result + recall_by_category at the operating point, frame times,
+    """{profile: edge.metrics.evaluate result + recall and precision by category at the operating point, frame times,
     pooled / critical curves, escalated_share (cascade) and the predictions} over [(path, ground truth)].
 
     `progress(iterable, desc)` wraps the frame loop of each profile (e.g. tqdm). Where both of the
@@ -76,6 +76,7 @@ def _figures(bundle, done, times, ground_truth, profile):
     result = evaluate(predictions, ground_truth, bundle.num_classes, categories)
     at_device = evaluate(reported, ground_truth, bundle.num_classes, categories, score_thr=0.0)
     result["recall_by_category"] = at_device["recall_by_category"]
+    result["precision_by_category"] = at_device["precision_by_category"]
     result["score_thr"] = "operating thresholds of the profile"
     result["reported_boxes"] = int(sum(len(r) for r in reported))
     result["frame_ms"] = 1000.0 * statistics.median(times) if times else float("nan")
@@ -91,8 +92,8 @@ def _figures(bundle, done, times, ground_truth, profile):
 
 def profile_figures(results, ground_truth, num_classes):
     """{profile: the figures a bundle and the benchmark suite report} from evaluate_profiles' results:
-    mAP50 (edge.metrics), mAP50-95 and mAP50 (faster-coco-eval), AP50 per class, recall per category and
-    critical recall at the operating points, counts, frame time, and (trainer.profile_noise) each richer
+    mAP50 (edge.metrics), mAP50-95 and mAP50 (faster-coco-eval), AP50 per class, recall and precision per
+    category and critical recall and precision at the operating points, counts, frame time, and (trainer.profile_noise) each richer
     profile's mAP50 against the cheaper one before it.
     """
     from trainer.coco_eval import coco_map
@@ -105,6 +106,8 @@ def profile_figures(results, ground_truth, num_classes):
         figures[profile] = {
             "map50": r["map50"], "map50_95": coco["map50_95"], "coco_map50": coco["map50"], "ap50": r["ap50"],
             "recall_by_category": r["recall_by_category"], "critical_recall": r["recall_by_category"].get("critical"),
+            "precision_by_category": r["precision_by_category"],
+            "critical_precision": r["precision_by_category"].get("critical"),
             "images": r["images"], "gt_boxes": r["gt_boxes"], "reported_boxes": r["reported_boxes"],
             "frame_ms": r["frame_ms"], "escalated_share": r.get("escalated_share")}
         if profile in ladder:

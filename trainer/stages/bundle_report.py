@@ -8,13 +8,13 @@ def _num(value, fmt="%.4f"):
 
 def accuracy_table(accuracy, default):
     categories = sorted({k for f in accuracy.values() for k in f["recall_by_category"]})
-    lines = ["| profile | mAP50 | mAP50-95 | mAP50 (COCO) | critical recall | %s | frame ms |" % " | ".join(
-                 "recall %s" % c for c in categories),
-             "|---|---|---|---|---|%s---|" % ("---|" * len(categories))]
+    lines = ["| profile | mAP50 | mAP50-95 | mAP50 (COCO) | critical recall | critical precision | %s | frame ms |"
+             % " | ".join("recall %s" % c for c in categories),
+             "|---|---|---|---|---|---|%s---|" % ("---|" * len(categories))]
     for profile, f in accuracy.items():
-        lines.append("| %s%s | %s | %s | %s | %s | %s | %s |" % (
+        lines.append("| %s%s | %s | %s | %s | %s | %s | %s | %s |" % (
             profile, " (default)" if profile == default else "", _num(f["map50"]), _num(f["map50_95"]),
-            _num(f["coco_map50"]), _num(f["critical_recall"]),
+            _num(f["coco_map50"]), _num(f["critical_recall"]), _num(f.get("critical_precision")),
             " | ".join(_num(f["recall_by_category"].get(c)) for c in categories), _num(f["frame_ms"], "%.1f")))
     return lines
 
