@@ -105,6 +105,7 @@ def test_precedence(tmp_path, text, overrides, attr, expected):
     ("", ["active.aggregate=median"], ["active.aggregate", "median", "sum, mean, max"]),
     ("", ["data.train_fraction=0.8"], ["data.train_fraction", "sum to 1", "1.1"]),
     ("", ["data.group_pattern=(unclosed"], ["data.group_pattern", "regular expression"]),
+    ("", ["calibration.critical_min_precision=1.5"], ["calibration.critical_min_precision", "1.5", "<= 1"]),
     ("", ["ssl.epochs"], ["ssl.epochs", "section.key=value"]),
     ("", ["epochs=5"], ["epochs=5", "section.key=value"]),
     ("ssl: 5\n", [], ["ssl", "mapping"]),
