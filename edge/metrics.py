@@ -84,7 +84,7 @@ def _average_precision(precision, recall):
 
 def evaluate(predictions, ground_truth, num_classes, categories=None, score_thr=0.25, iou_thr=0.5):
     """AP50 per class, mAP50 over classes present, and recall and precision at score_thr per category
-    (pooled boxes of the classes present).
+    holding ground truth (recall over its present classes' boxes; precision over every box it reported).
 
     categories: {class_id: "critical"|"important"|"general"} for the per-category figures.
     score_thr: one operating threshold, or one per class (a profile's thresholds). AP is computed
