@@ -162,3 +162,37 @@ def test_parity_figures_scale_boxes_to_model_pixels_and_report_failures():
     failures = fp16.parity_failures(figures, limits)
     assert [(f, lim) for f, _, lim in failures] == [("max_box_deviation_px", 2.0), ("map50_drop", 0.01)]
     assert "map50_drop 0.05 > limit 0.01" in fp16.describe_failures(failures)
+
+
+def _outlier_figures(box_devs, score_devs, map50_twin=0.6):
+    """Parity figures of one-box images whose twin boxes are shifted by box_devs px and score_devs."""
+    reference = [_dets([[0, 0, 100, 100]], [0.8], [0]) for _ in box_devs]
+    twin = [_dets([[dx, 0, 100, 100]], [0.8 - ds], [0]) for dx, ds in zip(box_devs, score_devs)]
+    limits = {"max_box_deviation_px": 2.0, "max_score_deviation": 0.1, "max_map50_drop": 0.01,
+              "max_outlier_fraction": 0.1}
+    return fp16.parity_figures(reference, twin, [1.0] * len(box_devs), 0.5, 0.6, map50_twin, limits), limits
+
+
+def test_one_box_in_ten_past_the_limits_is_waived_but_two_fail():
+    figures, limits = _outlier_figures([13] + [1] * 9, [0.13] + [0.0] * 9)
+    assert (figures["outlier_boxes"], figures["outlier_fraction"]) == (1, pytest.approx(0.1))
+    assert figures["max_box_deviation_px"] == pytest.approx(13)
+    assert fp16.parity_failures(figures, limits) == []
+    figures, limits = _outlier_figures([13, 1, 1, 1, 1] + [1] * 5, [0.0, 0.5] + [0.0] * 8)
+    assert figures["outlier_boxes"] == 2
+    failures = fp16.parity_failures(figures, limits)
+    assert [f for f, _, _ in failures] == ["outlier_fraction", "max_box_deviation_px", "max_score_deviation"]
+    assert "outlier_fraction 0.2 > limit 0.1" in fp16.describe_failures(failures)
+
+
+def test_the_map50_drop_is_checked_whatever_the_outliers():
+    figures, limits = _outlier_figures([1] * 10, [0.0] * 10, map50_twin=0.5)
+    assert figures["outlier_boxes"] == 0
+    assert [f for f, _, _ in fp16.parity_failures(figures, limits)] == ["map50_drop"]
+
+
+def test_no_outlier_allowance_keeps_every_box_within_the_limits():
+    figures, limits = _outlier_figures([13] + [1] * 99, [0.0] * 100)
+    assert figures["outlier_fraction"] == pytest.approx(0.01)
+    assert fp16.parity_failures(figures, dict(limits, max_outlier_fraction=0.0)) == [
+        ("outlier_fraction", pytest.approx(0.01), 0.0), ("max_box_deviation_px", pytest.approx(13), 2.0)]

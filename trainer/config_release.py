@@ -40,6 +40,7 @@ class ExportConfig:
     max_box_deviation_px: float = spec(2.0, min=0.0)
     max_score_deviation: float = spec(0.02, min=0.0, max=1.0)
     max_map50_drop: float = spec(0.005, min=0.0, max=1.0)
+    max_outlier_fraction: float = spec(0.01, min=0.0, max=1.0)  # matched boxes that may pass the box/score limits
     fp32_layers: str = spec("detect_head")         # kept FP32 after a parity failure: detect_head (one more module per further try) or node names
     max_tries: int = spec(3, min=1)
     workspace_mb: int = spec(1024, min=16)         # TensorRT builder workspace (1 GB suits a 4 GB Nano)

@@ -203,11 +203,12 @@ def match_twin(reference, twin, threshold, iou_thr=0.5):
     return boxes, scores, unmatched
 
 
-def parity_figures(reference, twin, scales, threshold, map50_reference, map50_twin):
+def parity_figures(reference, twin, scales, threshold, map50_reference, map50_twin, limits=None):
     """Parity of the twin's detections with the reference's over images.
 
     reference, twin: Detections per image in frame pixels; scales: model-input pixels per frame pixel per
-    image (box deviations are in model-input pixels, so the limit does not depend on the camera).
+    image (box deviations are in model-input pixels, so the limit does not depend on the camera). With
+    `limits` (the export.max_* keys), also the matched boxes past the box or score limit and their fraction.
     """
     box_dev, score_dev, unmatched = [], [], 0
     for ref, other, scale in zip(reference, twin, scales):
@@ -215,18 +216,35 @@ def parity_figures(reference, twin, scales, threshold, map50_reference, map50_tw
         box_dev += [b * scale for b in boxes]
         score_dev += scores
         unmatched += missing
-    return {"images": len(reference), "threshold": float(threshold), "matched_boxes": len(box_dev),
+    figures = {"images": len(reference), "threshold": float(threshold), "matched_boxes": len(box_dev),
             "unmatched_boxes": unmatched,
             "max_box_deviation_px": max(box_dev) if box_dev else 0.0,
             "max_score_deviation": max(score_dev) if score_dev else 0.0,
             "map50_fp32": float(map50_reference), "map50_fp16": float(map50_twin),
             "map50_drop": float(map50_reference) - float(map50_twin)}
+    if limits is not None:
+        over = (np.asarray(box_dev) > limits["max_box_deviation_px"]) | \
+            (np.asarray(score_dev) > limits["max_score_deviation"])
+        figures["outlier_boxes"] = int(over.sum())
+        figures["outlier_fraction"] = float(over.mean()) if len(over) else 0.0
+    return figures
 
 
 def parity_failures(figures, limits):
-    """[(figure, value, limit)] for each parity figure above its limit; limits has the export.max_* keys."""
-    return [(figure, figures[figure], limits[limit]) for figure, limit in PARITY_FIGURES
-            if figures[figure] > limits[limit]]
+    """[(figure, value, limit)] for each parity figure above its limit; limits has the export.max_* keys.
+
+    The box and score maxima are waived while the matched boxes past either limit stay within
+    limits["max_outlier_fraction"]: one candidate near an NMS tie can swap for its neighbour in FP16 (a box
+    13 px away on aquarium) without the model drifting. The mAP50 drop is always checked.
+    """
+    failures = [(figure, figures[figure], limits[limit]) for figure, limit in PARITY_FIGURES
+                if figures[figure] > limits[limit]]
+    allowed = limits.get("max_outlier_fraction", 0.0)
+    if figures.get("outlier_fraction", 1.0) > allowed:
+        if "outlier_fraction" in figures and any(figure != "map50_drop" for figure, _, _ in failures):
+            failures.insert(0, ("outlier_fraction", figures["outlier_fraction"], allowed))
+        return failures
+    return [failure for failure in failures if failure[0] == "map50_drop"]
 
 
 def describe_failures(failures):

@@ -189,7 +189,7 @@ def settle_parity(export, name, model, onnx_path, threshold, imgsz, items, names
             reference = _run_pipeline(onnx_path, names, imgsz, items, categories, threshold,
                                       os.path.join(work, "fp32"), progress, "%s FP32" % name)
         figures = measure_twin(model, kept, reference, names, imgsz, items, categories, threshold, work, attempt,
-                               progress, name)
+                               progress, name, limits_of(export))
         failures = parity_failures(figures, limits_of(export))
         record["tries"].append({"try": attempt + 1, "fp32_layers": kept, "figures": figures,
                                 "failures": [{"figure": f, "value": v, "limit": lim} for f, v, lim in failures]})
@@ -207,7 +207,8 @@ def settle_parity(export, name, model, onnx_path, threshold, imgsz, items, names
                           os.path.join(os.path.dirname(os.path.dirname(work)), "parity.json")))
 
 
-def measure_twin(model, kept, reference, names, imgsz, items, categories, threshold, work, attempt, progress, name):
+def measure_twin(model, kept, reference, names, imgsz, items, categories, threshold, work, attempt, progress, name,
+                 limits):
     """Parity figures of the FP16 twin keeping `kept` nodes FP32, against the FP32 run `reference`."""
     import onnx
 
@@ -219,7 +220,7 @@ def measure_twin(model, kept, reference, names, imgsz, items, categories, thresh
                          os.path.join(work, "fp16_try%d" % (attempt + 1)), progress,
                          "%s FP16 try %d" % (name, attempt + 1))
     return parity_figures(reference["detections"], twin["detections"], reference["scales"], threshold,
-                          reference["map50"], twin["map50"])
+                          reference["map50"], twin["map50"], limits)
 
 
 def _run_pipeline(path, names, imgsz, items, categories, threshold, work, progress, what):
@@ -249,7 +250,7 @@ def _run_pipeline(path, names, imgsz, items, categories, threshold, work, progre
 
 def limits_of(export):
     return {"max_box_deviation_px": export.max_box_deviation_px, "max_score_deviation": export.max_score_deviation,
-            "max_map50_drop": export.max_map50_drop}
+            "max_map50_drop": export.max_map50_drop, "max_outlier_fraction": export.max_outlier_fraction}
 
 
 def _parity_items(data, count):
