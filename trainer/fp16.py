@@ -217,11 +217,11 @@ def parity_figures(reference, twin, scales, threshold, map50_reference, map50_tw
         score_dev += scores
         unmatched += missing
     figures = {"images": len(reference), "threshold": float(threshold), "matched_boxes": len(box_dev),
-            "unmatched_boxes": unmatched,
-            "max_box_deviation_px": max(box_dev) if box_dev else 0.0,
-            "max_score_deviation": max(score_dev) if score_dev else 0.0,
-            "map50_fp32": float(map50_reference), "map50_fp16": float(map50_twin),
-            "map50_drop": float(map50_reference) - float(map50_twin)}
+               "unmatched_boxes": unmatched,
+               "max_box_deviation_px": max(box_dev) if box_dev else 0.0,
+               "max_score_deviation": max(score_dev) if score_dev else 0.0,
+               "map50_fp32": float(map50_reference), "map50_fp16": float(map50_twin),
+               "map50_drop": float(map50_reference) - float(map50_twin)}
     if limits is not None:
         over = (np.asarray(box_dev) > limits["max_box_deviation_px"]) | \
             (np.asarray(score_dev) > limits["max_score_deviation"])
@@ -239,12 +239,12 @@ def parity_failures(figures, limits):
     """
     failures = [(figure, figures[figure], limits[limit]) for figure, limit in PARITY_FIGURES
                 if figures[figure] > limits[limit]]
-    allowed = limits.get("max_outlier_fraction", 0.0)
-    if figures.get("outlier_fraction", 1.0) > allowed:
-        if "outlier_fraction" in figures and any(figure != "map50_drop" for figure, _, _ in failures):
-            failures.insert(0, ("outlier_fraction", figures["outlier_fraction"], allowed))
+    fraction, allowed = figures.get("outlier_fraction"), limits.get("max_outlier_fraction", 0.0)
+    if fraction is None or not any(figure != "map50_drop" for figure, _, _ in failures):
         return failures
-    return [failure for failure in failures if failure[0] == "map50_drop"]
+    if fraction <= allowed:
+        return [failure for failure in failures if failure[0] == "map50_drop"]
+    return [("outlier_fraction", fraction, allowed)] + failures
 
 
 def describe_failures(failures):

@@ -179,6 +179,7 @@ def settle_parity(export, name, model, onnx_path, threshold, imgsz, items, names
 
     reference = None
     kept_before = None
+    limits = limits_of(export)
     for attempt in range(export.max_tries):
         kept = [] if attempt == 0 else fp32_layer_names(model, export.fp32_layers, widen=attempt - 1)
         if kept == kept_before:
@@ -189,8 +190,8 @@ def settle_parity(export, name, model, onnx_path, threshold, imgsz, items, names
             reference = _run_pipeline(onnx_path, names, imgsz, items, categories, threshold,
                                       os.path.join(work, "fp32"), progress, "%s FP32" % name)
         figures = measure_twin(model, kept, reference, names, imgsz, items, categories, threshold, work, attempt,
-                               progress, name, limits_of(export))
-        failures = parity_failures(figures, limits_of(export))
+                               progress, name, limits)
+        failures = parity_failures(figures, limits)
         record["tries"].append({"try": attempt + 1, "fp32_layers": kept, "figures": figures,
                                 "failures": [{"figure": f, "value": v, "limit": lim} for f, v, lim in failures]})
         record["passed"] = not failures
